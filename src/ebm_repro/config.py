@@ -1,0 +1,394 @@
+"""Typed, frozen configuration resolved from params.yaml (the one source of truth).
+
+Resolution order for a trained variant (later wins):
+    recipes[recipe]  ->  presets[preset][recipe]  ->  variants[variant].overrides  ->  settings[setting].overrides
+`preset` picks the hyperparameter source where paper text and authors' code disagree
+(../shared/spec/methods.md); `setting` picks paper scale or the laptop-sized smoke run.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PARAMS_PATH = REPO_ROOT / "params.yaml"
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "params.schema.json"
+
+
+class ConfigError(ValueError):
+    """A params.yaml value is wrong; the message names the key and the fix."""
+
+
+def _pos(**kw: Any) -> Any:
+    """Field metadata: JSON-schema bounds for a number (exclusiveMinimum 0 by default)."""
+    return field(metadata={"schema": kw or {"exclusiveMinimum": 0}})
+
+
+def _enum(*values: str) -> Any:
+    return field(metadata={"schema": {"enum": list(values)}})
+
+
+# ----------------------------------------------------------------------------- sections
+@dataclass(frozen=True)
+class ModelConfig:
+    """Energy network E(x[, y]) -> (B,)."""
+    arch: str = _enum("igebm_resnet32_large", "igebm_resnet32", "icd_resnet", "mlp2d")
+    width: int = _pos()               # base channels (IGEBM F=128, ICD 64)
+    n_classes: int = _pos(minimum=0)  # 0 = unconditional
+    spectral_norm: bool        # IGEBM: convs + hidden dense layers; ICD: off
+    dropout: float = _pos(minimum=0, maximum=0.99)  # IGEBM code: 0.5 after first conv of each block
+    attention: bool           # ICD: SAGAN self-attention at 8x8
+    multiscale: bool          # ICD: energies at full, half, quarter resolution
+    activation: str = _enum("leaky_relu", "swish")
+    norm: str = _enum("none", "group")  # ICD: group norm inside residual blocks
+    image_size: int = _pos()
+    channels: int = _pos()
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Langevin dynamics x <- clamp(x + N(0, noise) - step * clip(dE/dx))."""
+    n_steps: int = _pos()
+    step_size: float = _pos()
+    noise_std: float = _pos(minimum=0)
+    grad_clip: float = _pos(minimum=0)  # per-element clip of dE/dx; 0 = off (ICD)
+    clamp: bool
+
+
+@dataclass(frozen=True)
+class BufferConfig:
+    """Replay buffer of past negatives, stored as uint8."""
+    size: int = _pos()
+    reinit_frac: float = _pos(minimum=0, maximum=1)
+    reservoir: bool
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Training objective: L_CD or L_ML, + L2 energy regulariser, + ICD's L_KL = L_opt + L_ent."""
+    kind: str = _enum("cd", "ml")       # cd: IGEBM/ICD code; ml: IGEBM Eq. 8 (softmax-weighted)
+    l2_coeff: float = _pos(minimum=0)
+    kl_opt_coeff: float = _pos(minimum=0)   # ICD Eq. 6 (through the last Langevin step)
+    kl_ent_coeff: float = _pos(minimum=0)   # ICD Eq. 7 (code: 0.3)
+    kl_opt_chains: int = _pos()             # code: first 128 chains
+    kl_all_steps: bool              # E15: backprop L_opt through every Langevin step
+    ent_n_neighbours: int = _pos()          # |B| = 100 past samples
+    ent_min_buffer: int = _pos(minimum=0)   # code: L_ent active once the buffer holds > 1000
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """ICD data-augmentation transitions applied to buffer samples before each chain."""
+    enabled: bool
+    crop_scale_min: float = _pos(maximum=1)
+    hflip: bool
+    jitter_strength: float = _pos(minimum=0)  # ColorJitter(0.8s, 0.8s, 0.8s, 0.2s) with s = strength... (see augment.py)
+    jitter_p: float = _pos(minimum=0, maximum=1)
+    grayscale_p: float = _pos(minimum=0, maximum=1)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = _pos()
+    beta1: float = _pos(minimum=0, exclusiveMaximum=1)
+    beta2: float = _pos(minimum=0, exclusiveMaximum=1)
+    adam_std_clip: bool      # IGEBM code: clip each grad element to 3*sqrt(v_hat)+0.1
+    grad_norm_clip: float = _pos(minimum=0)  # ICD code: 0.5; 0 = off
+    ema_decay: float = _pos(minimum=0, exclusiveMaximum=1)  # 0 = no EMA
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = _pos()
+    n_iters: int = _pos()
+    ckpt_every: int = _pos()
+    snapshot_every: int = _pos()     # IGEBM historical ensemble: snapshots every 300 iterations
+    n_snapshots: int = _pos()        # ... of which the last 10 are kept
+    log_every: int = _pos()
+    max_abs_energy: float = _pos(minimum=0)  # ICD code aborts when |mean E(x+)| > 10; 0 = off
+    seed: int = _pos(minimum=0)
+
+
+@dataclass(frozen=True)
+class TestSamplingConfig:
+    """Test-time generation: a buffer of chains refined for n_iters x steps_per_iter Langevin steps."""
+    n_chains: int = _pos()
+    n_iters: int = _pos()
+    steps_per_iter: int = _pos()
+    step_size: float = _pos()
+    grad_clip: float = _pos(minimum=0)
+    noise_std: float = _pos(minimum=0)
+    reinit_frac: float = _pos(minimum=0, maximum=1)   # IGEBM code: 1% of chains reset per iteration
+    label_redraw_frac: float = _pos(minimum=0, maximum=1)  # conditional: 10% labels redrawn per iteration
+    final_iters_fixed: int = _pos(minimum=0)  # no resets/redraws/augmentation in the last iterations
+    augment_every_iter: bool   # ICD: augmentation transition between iterations
+    use_ema: bool
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """Everything a training algorithm needs; one per recipe in params.yaml."""
+    model: ModelConfig
+    sampler: SamplerConfig
+    buffer: BufferConfig
+    loss: LossConfig
+    augment: AugmentConfig
+    optim: OptimConfig
+    train: TrainConfig
+    test_sampling: TestSamplingConfig
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    n_samples: int = _pos()
+    n_splits: int = _pos()
+    fid_reference: str = _enum("train", "test")
+    feature_net: str = _enum("inception", "smoke_classifier")
+    batch_size: int = _pos()
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A fully resolved variant: what train/sample/metrics receive."""
+    setting: str
+    preset: str
+    variant: str
+    recipe: str
+    dataset: str
+    prefix: str
+    hp: RecipeConfig
+    metrics: MetricsConfig
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self, section: str | None = None) -> str:
+        """Stable short hash of the config (or of one hp section), for provenance and resume checks."""
+        d = self.to_dict() if section is None else dataclasses.asdict(getattr(self.hp, section))
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    def training_hash(self) -> str:
+        """Hash of everything that changes training (not test sampling or metrics)."""
+        d = dataclasses.asdict(self.hp)
+        d.pop("test_sampling")
+        d.update(dataset=self.dataset, recipe=self.recipe)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- schema
+def _type_schema(tp: Any) -> dict:
+    if tp is bool:
+        return {"type": "boolean"}
+    if tp is int:
+        return {"type": "integer"}
+    if tp is float:
+        return {"type": "number"}
+    if tp is str:
+        return {"type": "string"}
+    raise TypeError(tp)
+
+
+def dataclass_schema(cls: type, partial: bool = False) -> dict:
+    """JSON schema of a config dataclass; `partial` = every key optional (override blocks)."""
+    hints = typing.get_type_hints(cls)
+    props, required = {}, []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            props[f.name] = dataclass_schema(tp, partial)
+        else:
+            props[f.name] = {**_type_schema(tp), **f.metadata.get("schema", {})}
+        required.append(f.name)
+    s = {"type": "object", "additionalProperties": False, "properties": props}
+    if not partial:
+        s["required"] = required
+    return s
+
+
+def params_schema() -> dict:
+    """JSON schema of params.yaml, generated from the dataclasses (written to workflow/schemas/)."""
+    recipe, override = dataclass_schema(RecipeConfig), dataclass_schema(RecipeConfig, partial=True)
+    name = {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"}
+    from ebm_repro.particle.config import particle_schema  # noqa: WPS433 (keeps modules apart)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "ebm-repro params.yaml",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["setting", "preset", "recipes", "presets", "variants", "settings", "inception_rows"],
+        "properties": {
+            "setting": {"enum": ["paper", "smoke"]},
+            "preset": {"enum": ["code", "paper_text"]},
+            "recipes": {"type": "object", "minProperties": 1, "additionalProperties": recipe},
+            "presets": {
+                "type": "object", "additionalProperties": False, "required": ["code", "paper_text"],
+                "properties": {p: {"type": "object", "additionalProperties": override}
+                               for p in ("code", "paper_text")},
+            },
+            "variants": {
+                "type": "object", "minProperties": 1, "propertyNames": name,
+                "additionalProperties": {
+                    "type": "object", "additionalProperties": False, "required": ["recipe", "description"],
+                    "properties": {"recipe": {"type": "string"}, "description": {"type": "string"},
+                                   "overrides": override},
+                },
+            },
+            "settings": {
+                "type": "object", "additionalProperties": False, "required": ["paper", "smoke"],
+                "properties": {s: {
+                    "type": "object", "additionalProperties": False,
+                    "required": ["prefix", "dataset", "metrics", "overrides"],
+                    "properties": {
+                        "prefix": {"type": "string"},
+                        "dataset": {"enum": ["cifar10", "shapes"]},
+                        "threads": {"type": "integer", "minimum": 1},
+                        "metrics": dataclass_schema(MetricsConfig),
+                        "overrides": override,
+                    },
+                } for s in ("paper", "smoke")},
+            },
+            "inception_rows": {
+                "type": "array", "minItems": 1,
+                "items": {
+                    "type": "object", "additionalProperties": False,
+                    "required": ["row", "variant", "mode", "paper"],
+                    "properties": {
+                        "row": {"type": "string"}, "variant": {"type": "string"},
+                        "mode": {"enum": ["single", "ensemble", "conditional"]},
+                        "paper": {"type": "string"},
+                    },
+                },
+            },
+            "particle": particle_schema(),
+        },
+    }
+
+
+# ----------------------------------------------------------------------------- loading
+def _deep_merge(base: dict, over: dict | None) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _build(cls: type, d: dict) -> Any:
+    hints = typing.get_type_hints(cls)
+    kw = {}
+    for f in dataclasses.fields(cls):
+        v = d[f.name]
+        tp = hints[f.name]
+        kw[f.name] = _build(tp, v) if dataclasses.is_dataclass(tp) else (float(v) if tp is float else v)
+    return cls(**kw)
+
+
+def _error_path(err: Any) -> str:
+    return ".".join(str(p) for p in err.absolute_path) or "<top level>"
+
+
+def validate_params(params: dict) -> None:
+    """Validate raw params.yaml against the schema and cross-key rules; raise ConfigError naming the key."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(params_schema())
+    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"  - {_error_path(e)}: {e.message}" for e in errors[:10]]
+        raise ConfigError("params.yaml is invalid (fix these keys):\n" + "\n".join(lines))
+    for name, v in params["variants"].items():
+        if v["recipe"] not in params["recipes"]:
+            raise ConfigError(f"variants.{name}.recipe: unknown recipe {v['recipe']!r}; "
+                              f"choose one of {sorted(params['recipes'])}")
+    for r in params["presets"].values():
+        for recipe in r:
+            if recipe not in params["recipes"]:
+                raise ConfigError(f"presets: unknown recipe {recipe!r}; choose one of {sorted(params['recipes'])}")
+    for i, row in enumerate(params["inception_rows"]):
+        if row["variant"] not in params["variants"]:
+            raise ConfigError(f"inception_rows[{i}].variant: unknown variant {row['variant']!r}")
+    # Resolve every variant in both settings so impossible combinations fail before any job runs.
+    for setting in ("paper", "smoke"):
+        for variant in params["variants"]:
+            cfg = resolve(params, variant, setting=setting, validated=True)
+            check_run_config(cfg)
+        for i, row in enumerate(params["inception_rows"]):
+            cfg = resolve(params, row["variant"], setting=setting, validated=True)
+            if row["mode"] == "conditional" and cfg.hp.model.n_classes == 0:
+                raise ConfigError(f"inception_rows[{i}]: mode 'conditional' needs a conditional model, but "
+                                  f"variant {row['variant']!r} has model.n_classes = 0; "
+                                  f"use mode 'single' or set n_classes")
+            if row["mode"] == "ensemble" and cfg.hp.train.n_snapshots < 2:
+                raise ConfigError(f"inception_rows[{i}]: mode 'ensemble' needs train.n_snapshots >= 2 "
+                                  f"for variant {row['variant']!r}")
+
+
+def check_run_config(cfg: RunConfig) -> None:
+    """Cross-key rules of one resolved variant."""
+    hp, where = cfg.hp, f"variant {cfg.variant!r} ({cfg.setting} setting)"
+    if hp.loss.kl_opt_chains > hp.train.batch_size:
+        raise ConfigError(f"loss.kl_opt_chains ({hp.loss.kl_opt_chains}) > train.batch_size "
+                          f"({hp.train.batch_size}) in {where}; lower kl_opt_chains")
+    if hp.buffer.size < hp.train.batch_size:
+        raise ConfigError(f"buffer.size ({hp.buffer.size}) < train.batch_size ({hp.train.batch_size}) in {where}")
+    if hp.test_sampling.final_iters_fixed > hp.test_sampling.n_iters:
+        raise ConfigError(f"test_sampling.final_iters_fixed > test_sampling.n_iters in {where}")
+    if hp.test_sampling.use_ema and hp.optim.ema_decay == 0:
+        raise ConfigError(f"test_sampling.use_ema is true but optim.ema_decay is 0 in {where}; "
+                          f"set optim.ema_decay (ICD: 0.9999 paper, 0.99 code) or use_ema: false")
+    if hp.model.multiscale and hp.model.image_size % 4:
+        raise ConfigError(f"model.multiscale needs image_size divisible by 4 in {where}")
+    if hp.train.snapshot_every * hp.train.n_snapshots > hp.train.n_iters:
+        raise ConfigError(f"train.snapshot_every * train.n_snapshots ({hp.train.snapshot_every} x "
+                          f"{hp.train.n_snapshots}) exceeds train.n_iters ({hp.train.n_iters}) in {where}: "
+                          f"the historical ensemble would not have its snapshots")
+
+
+def load_params(path: str | Path = PARAMS_PATH) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path} not found; run from the repository root or pass --params")
+    try:
+        params = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path} must hold a mapping at top level")
+    validate_params(params)
+    return params
+
+
+def resolve(params: dict, variant: str, setting: str | None = None, preset: str | None = None,
+            validated: bool = False) -> RunConfig:
+    """Resolve one variant of params.yaml into a frozen RunConfig."""
+    if not validated:
+        validate_params(params)
+    setting = setting or params["setting"]
+    preset = preset or params["preset"]
+    if variant not in params["variants"]:
+        raise ConfigError(f"unknown variant {variant!r}; choose one of {sorted(params['variants'])}")
+    v = params["variants"][variant]
+    s = params["settings"][setting]
+    d = _deep_merge(params["recipes"][v["recipe"]], params["presets"][preset].get(v["recipe"]))
+    d = _deep_merge(d, v.get("overrides"))
+    d = _deep_merge(d, s["overrides"])
+    return RunConfig(setting=setting, preset=preset, variant=variant, recipe=v["recipe"],
+                     dataset=s["dataset"], prefix=s["prefix"], hp=_build(RecipeConfig, d),
+                     metrics=_build(MetricsConfig, s["metrics"]))
+
+
+def write_schema(path: Path = SCHEMA_PATH) -> None:
+    path.write_text(json.dumps(params_schema(), indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    write_schema()
+    print(f"wrote {SCHEMA_PATH}")

@@ -1,0 +1,1 @@
+"""IGEBM §5 particle dynamics (experiment E10)."""
