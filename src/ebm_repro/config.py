@@ -264,7 +264,7 @@ def params_schema() -> dict:
                     "properties": {
                         "row": {"type": "string"}, "variant": {"type": "string"},
                         "mode": {"enum": ["single", "ensemble", "conditional"]},
-                        "paper": {"type": "string"},
+                        "paper": {"type": "array", "items": {"type": "string"}},
                     },
                 },
             },

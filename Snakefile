@@ -1,0 +1,39 @@
+# ebm-repro workflow: dataset -> training per variant -> sampling -> metrics -> figures and tables.
+#   paper setting (default):  snakemake --cores all results/tables/inception.md
+#   smoke setting (CPU, min): snakemake --cores all --config setting=smoke
+# Settings come from params.yaml only; they are validated before any job is scheduled.
+import sys
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+configfile: "params.yaml"
+
+sys.path.insert(0, "src")  # the package also works uninstalled
+from ebm_repro.config import ConfigError, validate_params  # noqa: E402
+
+try:
+    validate_params(config)
+except ConfigError as err:
+    raise WorkflowError(f"params.yaml rejected before any job ran:\n{err}")
+
+PARAMS = config
+SETTING = config["setting"]
+PREFIX = config["settings"][SETTING]["prefix"]
+PY = sys.executable
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/report.smk"
+include: "workflow/rules/particle.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        INCEPTION_TARGETS,
+        PARTICLE_TARGETS,

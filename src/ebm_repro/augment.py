@@ -1,0 +1,29 @@
+"""ICD data-augmentation transitions (ICD §2.3): random crop-resize, flip, colour jitter, grayscale."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torchvision.transforms import v2
+
+from ebm_repro.config import AugmentConfig
+
+
+def make_augment(cfg: AugmentConfig, image_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Return augment(x (B, C, H, W) in [0, 1]) -> x', each image transformed independently."""
+    s = cfg.jitter_strength
+    ops = [v2.RandomResizedCrop(image_size, scale=(cfg.crop_scale_min, 1.0), antialias=True)]
+    if cfg.hflip:
+        ops.append(v2.RandomHorizontalFlip())
+    # ICD code: ColorJitter(0.8s, 0.8s, 0.8s, 0.4s) applied with p = 0.8, then grayscale with p = 0.2
+    ops.append(v2.RandomApply([v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, min(0.4 * s, 0.5))], p=cfg.jitter_p))
+    ops.append(v2.RandomGrayscale(p=cfg.grayscale_p))
+    tf = v2.Compose(ops)
+
+    def augment(x: torch.Tensor) -> torch.Tensor:
+        if not cfg.enabled:
+            return x
+        # torchvision v2 draws one set of parameters per call, so loop to get one per chain
+        return torch.stack([tf(img) for img in x.detach()]).clamp(0, 1)
+
+    return augment

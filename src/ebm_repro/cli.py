@@ -1,0 +1,188 @@
+"""Command-line entry points; Snakemake rules and DVC stages call exactly these (`python -m ebm_repro.cli`)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ebm_repro import config as C
+
+DATA_SIZES = {"shapes": dict(n_train=5000, n_test=1000)}
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default=str(C.PARAMS_PATH), help="params.yaml to use")
+    p.add_argument("--setting", choices=("paper", "smoke"), help="override params.yaml `setting`")
+    p.add_argument("--preset", choices=("code", "paper_text"), help="override params.yaml `preset`")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (Snakemake passes {threads})")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+
+
+def _params(a) -> dict:
+    params = C.load_params(a.params)
+    if a.setting:
+        params["setting"] = a.setting
+    if a.preset:
+        params["preset"] = a.preset
+    return params
+
+
+def cmd_check_config(a) -> None:
+    p = _params(a)
+    print(f"params.yaml valid: {len(p['variants'])} variants, settings paper/smoke, preset {p['preset']}")
+
+
+def cmd_prepare_data(a) -> None:
+    from ebm_repro.data import prepare_dataset
+
+    p = _params(a)
+    name = p["settings"][p["setting"]]["dataset"]
+    info = prepare_dataset(name, Path(a.out), seed=0, **DATA_SIZES.get(name, {}))
+    print(json.dumps(info, indent=1))
+
+
+def cmd_prepare_feature_net(a) -> None:
+    p = _params(a)
+    kind = p["settings"][p["setting"]]["metrics"]["feature_net"]
+    out = Path(a.out)
+    if kind == "inception":
+        from ebm_repro.metrics import download_inception_weights
+        download_inception_weights(out)
+    else:
+        from ebm_repro.feature_net import train_feature_classifier
+        data = Path(a.data)
+        info = train_feature_classifier(data / "train.npz", data / "test.npz", out, seed=0)
+        print(json.dumps(info, indent=1))
+
+
+def cmd_train(a) -> None:
+    from ebm_repro.train import train
+
+    cfg = C.resolve(_params(a), a.variant)
+    summary = train(cfg, Path(a.data), Path(a.out), device=a.device)
+    print(json.dumps(summary, indent=1, default=str))
+
+
+def cmd_sample(a) -> None:
+    from ebm_repro import checkpoint as ck
+    from ebm_repro.checkpoint import atomic_write
+    from ebm_repro.generate import generate
+
+    p = _params(a)
+    cfg = C.resolve(p, a.variant)
+    n = p["settings"][p["setting"]]["metrics"]["n_samples"]
+    meta = ck.load(Path(a.model))
+    if meta.get("diverged"):
+        print(f"variant {a.variant} diverged ({meta['diverged']['reason']}); writing no samples")
+        images = np.zeros((0, cfg.hp.model.image_size, cfg.hp.model.image_size, cfg.hp.model.channels), np.uint8)
+        labels = np.zeros((0,), np.int64)
+    else:
+        images, labels = generate(cfg, Path(a.model), a.mode, n, device=a.device, seed=cfg.hp.train.seed)
+    info = dict(variant=a.variant, mode=a.mode, train_step=meta["step"], diverged=meta.get("diverged"),
+                config=cfg.to_dict())
+    atomic_write(Path(a.out), lambda f: np.savez(f, images=images, labels=labels,
+                                                   info=json.dumps(info, default=str)))
+    print(f"wrote {len(images)} samples to {a.out}")
+
+
+def cmd_metrics(a) -> None:
+    from ebm_repro.data import load_split
+    from ebm_repro.metrics import compute_inception_metrics
+
+    p = _params(a)
+    cfg = C.resolve(p, a.variant)
+    mc = cfg.metrics
+    z = np.load(a.samples)
+    info = json.loads(str(z["info"]))
+    out = dict(variant=a.variant, mode=a.mode, setting=cfg.setting, preset=cfg.preset,
+               train_step=info["train_step"], diverged=info["diverged"],
+               test_sampling=info["config"]["hp"]["test_sampling"], feature_net=mc.feature_net,
+               n_splits=mc.n_splits, fid_reference=mc.fid_reference, config_hash=cfg.hash())
+    if not info["diverged"]:
+        ref, _ = load_split(Path(a.data) / f"{mc.fid_reference}.npz")
+        out.update(compute_inception_metrics(z["images"], ref, mc.feature_net, Path(a.feature_net),
+                                             n_splits=mc.n_splits, batch_size=mc.batch_size,
+                                             device=str(_device(a.device))))
+        if mc.feature_net == "smoke_classifier":
+            out["feature_net_acc"] = torch.load(a.feature_net, map_location="cpu",
+                                                weights_only=False).get("test_acc")
+    from ebm_repro.checkpoint import atomic_write_text
+    atomic_write_text(Path(a.out), json.dumps(out, indent=1, default=str) + "\n")
+    print(json.dumps({k: out.get(k) for k in ("IS_mean", "IS_std", "FID", "n_samples")}))
+
+
+def _device(d: str):
+    from ebm_repro.train import pick_device
+    return pick_device(d)
+
+
+def cmd_plot_samples(a) -> None:
+    from ebm_repro.report import CIFAR10_CLASSES, save_grid, write_provenance
+
+    p = _params(a)
+    z = np.load(a.samples)
+    info = json.loads(str(z["info"]))
+    title = f"{a.variant} / {a.mode} ({p['setting']} setting, preset {p['preset']}, step {info['train_step']})"
+    if info["diverged"]:
+        title += f" — DIVERGED at step {info['diverged']['step']}"
+    names = CIFAR10_CLASSES if p["settings"][p["setting"]]["dataset"] == "cifar10" else None
+    save_grid(z["images"], z["labels"], Path(a.out), title, per_class=a.mode == "conditional",
+              class_names=names)
+    write_provenance(Path(a.out), [Path(a.samples)], {"variant": a.variant, "mode": a.mode,
+                                                      "train_step": info["train_step"]})
+
+
+def cmd_table_inception(a) -> None:
+    from ebm_repro.checkpoint import atomic_write_text
+    from ebm_repro.report import inception_table, write_provenance
+
+    p = _params(a)
+    metrics = [json.loads(Path(m).read_text()) for m in a.metrics]
+    rows = p["inception_rows"]
+    if len(metrics) != len(rows):
+        raise SystemExit(f"got {len(metrics)} metric files for {len(rows)} inception_rows")
+    atomic_write_text(Path(a.out), inception_table(metrics, rows))
+    write_provenance(Path(a.out), [Path(m) for m in a.metrics] + [Path(a.params)],
+                     {"setting": p["setting"], "preset": p["preset"],
+                      "config_hashes": {m["variant"] + "/" + m["mode"]: m["config_hash"] for m in metrics},
+                      "train_steps": {m["variant"]: m["train_step"] for m in metrics}})
+    print(f"wrote {a.out}")
+
+
+COMMANDS = {
+    "check-config": (cmd_check_config, []),
+    "prepare-data": (cmd_prepare_data, ["out"]),
+    "prepare-feature-net": (cmd_prepare_feature_net, ["data", "out"]),
+    "train": (cmd_train, ["variant", "data", "out"]),
+    "sample": (cmd_sample, ["variant", "mode", "model", "out"]),
+    "metrics": (cmd_metrics, ["variant", "mode", "samples", "data", "feature_net", "out"]),
+    "plot-samples": (cmd_plot_samples, ["variant", "mode", "samples", "out"]),
+    "table-inception": (cmd_table_inception, ["out"]),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m ebm_repro.cli", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    for name, (fn, args) in COMMANDS.items():
+        sp = sub.add_parser(name)
+        _common(sp)
+        for arg in args:
+            sp.add_argument("--" + arg.replace("_", "-"), required=True)
+        if name == "table-inception":
+            sp.add_argument("--metrics", nargs="+", required=True)
+        sp.set_defaults(fn=fn)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    try:
+        a.fn(a)
+    except C.ConfigError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

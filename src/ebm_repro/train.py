@@ -1,0 +1,243 @@
+"""Training loop for IGEBM / ICD recipes: replay buffer -> Langevin -> loss -> Adam, resumable."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from ebm_repro import checkpoint as ck
+from ebm_repro.augment import make_augment
+from ebm_repro.buffer import ReplayBuffer
+from ebm_repro.config import RunConfig
+from ebm_repro.data import load_split
+from ebm_repro.losses import cd_loss, entropy_loss, frozen, kl_opt_loss, l2_reg, ml_loss
+from ebm_repro.models import make_model
+from ebm_repro.optim import EMA, grad_norm, make_optimizer
+from ebm_repro.sampling import make_langevin
+
+
+class TrainingDiverged(RuntimeError):
+    """Energies became non-finite or exploded (ICD code: |mean E(x+)| > 10)."""
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def dequantize(x_uint8: torch.Tensor) -> torch.Tensor:
+    """x = (k + u) / 256, u ~ U(0, 1) (methods.md, shared machinery)."""
+    return (x_uint8.float() + torch.rand(x_uint8.shape, device=x_uint8.device)) / 256.0
+
+
+def _grad_norm_of(loss: torch.Tensor, params: list) -> float:
+    gs = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    return math.sqrt(sum(float(g.pow(2).sum()) for g in gs if g is not None))
+
+
+class Trainer:
+    """Holds model, optimiser, EMA, buffer and RNGs; `run()` trains to cfg.hp.train.n_iters."""
+
+    def __init__(self, cfg: RunConfig, data_dir: Path, out_dir: Path, device: str = "auto"):
+        self.cfg, self.hp = cfg, cfg.hp
+        self.out_dir, self.ckpt_dir = Path(out_dir), Path(out_dir) / "ckpt"
+        self.dev = pick_device(device)
+        torch.manual_seed(self.hp.train.seed)
+        images, labels = load_split(Path(data_dir) / "train.npz")
+        self.x_all = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W) uint8
+        self.y_all = torch.from_numpy(labels).long()                          # (N,)
+        m = self.hp.model
+        if tuple(self.x_all.shape[1:]) != (m.channels, m.image_size, m.image_size):
+            raise ValueError(f"dataset images {tuple(self.x_all.shape[1:])} do not fit model.channels/"
+                             f"image_size ({m.channels}, {m.image_size}, {m.image_size})")
+        self.model = make_model(m).to(self.dev).train()
+        self.opt = make_optimizer(self.hp.optim, self.model.parameters())
+        self.ema = EMA(self.model, self.hp.optim.ema_decay) if self.hp.optim.ema_decay > 0 else None
+        self.data_g = torch.Generator().manual_seed(self.hp.train.seed)
+        self.buffer = ReplayBuffer(self.hp.buffer, tuple(self.x_all.shape[1:]),
+                                   torch.Generator().manual_seed(self.hp.train.seed + 1))
+        self.sample = make_langevin(self.hp.sampler)
+        self.augment = make_augment(self.hp.augment, m.image_size)
+        self.step, self.log, self.snapshots = 0, [], []
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict:
+        return {"format": ck.FORMAT, "kind": "train_state", "model_args": ck.model_args(self.hp.model),
+                "config": self.cfg.to_dict(), "training_hash": self.cfg.training_hash(), "step": self.step,
+                "model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+                "optimizer": self.opt.state_dict(), "buffer": self.buffer.state_dict(),
+                "data_g": self.data_g.get_state(), "rng": ck.rng_state(), "log": self.log,
+                "snapshots": self.snapshots}
+
+    def resume(self) -> bool:
+        """Load ckpt/last.pt if present; refuse one written under another training config."""
+        path = self.ckpt_dir / "last.pt"
+        if not path.exists():
+            return False
+        s = ck.load(path)
+        if s["training_hash"] != self.cfg.training_hash():
+            raise ck.CheckpointError(
+                f"{path} was written under another training config (hash {s['training_hash']} vs "
+                f"{self.cfg.training_hash()} now): params.yaml changed mid-run. Restore the old params or "
+                f"delete {self.ckpt_dir} to start this variant over.")
+        ck.check_model_args(s, self.hp.model, path)
+        ck.load_state_strict(self.model, s["model"], f"checkpoint {path}")
+        if self.ema:
+            self.ema.load_state_dict(s["ema"])
+        self.opt.load_state_dict(s["optimizer"])
+        self.buffer.load_state_dict(s["buffer"])
+        self.data_g.set_state(s["data_g"])
+        ck.set_rng_state(s["rng"])
+        self.step, self.log, self.snapshots = s["step"], s["log"], s["snapshots"]
+        return True
+
+    def save_checkpoint(self) -> None:
+        ck.save(self.ckpt_dir / "last.pt", self.state())
+
+    # ------------------------------------------------------------------ one iteration
+    def train_step(self, want_grad_parts: bool = False) -> dict:
+        hp, B = self.hp, self.hp.train.batch_size
+        idx = torch.randint(0, len(self.x_all), (B,), generator=self.data_g)
+        x_pos = dequantize(self.x_all[idx]).to(self.dev)                        # (B, C, H, W)
+        y = self.y_all[idx].to(self.dev) if hp.model.n_classes else None
+        x0, _ = self.buffer.sample(B)
+        x0 = self.augment(x0).to(self.dev)
+        # IGEBM Alg. 1: negatives for a conditional model are sampled under the positives' labels
+        def energy(x):
+            return self.model(x, None if y is None else y[: x.shape[0]])
+
+        use_kl = hp.loss.kl_opt_coeff > 0 or hp.loss.kl_ent_coeff > 0
+        k = hp.loss.kl_opt_chains if use_kl else 0
+        res = self.sample(energy, x0, kl_chains=k, kl_all_steps=hp.loss.kl_all_steps)
+        e_pos, e_neg = self.model(x_pos, y), self.model(res.x, y)               # (B,), (B,)
+        main = cd_loss(e_pos, e_neg) if hp.loss.kind == "cd" else ml_loss(e_pos, e_neg)
+        reg = hp.loss.l2_coeff * l2_reg(e_pos, e_neg)
+        kl = torch.zeros((), device=self.dev)
+        parts = {}
+        if hp.loss.kl_opt_coeff > 0:
+            with frozen(self.model):
+                e_kl = energy(res.x_kl)
+            parts["loss_kl_opt"] = float(kl_opt_loss(e_kl))
+            kl = kl + hp.loss.kl_opt_coeff * kl_opt_loss(e_kl)
+        if hp.loss.kl_ent_coeff > 0 and len(self.buffer) > hp.loss.ent_min_buffer:
+            bank = self.augment(self.buffer.recent(hp.loss.ent_n_neighbours)).to(self.dev)
+            ent = entropy_loss(res.x_kl, bank)
+            parts["loss_ent"] = float(ent)
+            kl = kl + hp.loss.kl_ent_coeff * ent
+        loss = main + reg + kl
+        self.opt.zero_grad(set_to_none=True)
+        if want_grad_parts:  # E14 (ICD Fig. 13): gradient magnitude of L_CD vs L_KL
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            parts["grad_cd"] = _grad_norm_of(main, params)
+            parts["grad_kl"] = _grad_norm_of(kl, params) if kl.requires_grad else 0.0
+        loss.backward()
+        gn = grad_norm(self.model.parameters())
+        if hp.optim.grad_norm_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), hp.optim.grad_norm_clip)
+        self.opt.step()
+        if self.ema:
+            self.ema.update(self.model)
+        self.buffer.push(res.x)
+        return {"e_pos": float(e_pos.mean()), "e_neg": float(e_neg.mean()),
+                "gap": float(e_pos.mean() - e_neg.mean()), "loss": float(loss), "loss_main": float(main),
+                "loss_reg": float(reg), "grad_norm": gn, **parts}
+
+    def check_divergence(self, row: dict) -> None:
+        lim = self.hp.train.max_abs_energy
+        if not all(math.isfinite(row[k]) for k in ("e_pos", "e_neg", "loss")):
+            raise TrainingDiverged(f"non-finite energy or loss at step {self.step}: {row}")
+        if lim > 0 and abs(row["e_pos"]) > lim:
+            raise TrainingDiverged(f"|mean E(x+)| = {abs(row['e_pos']):.3g} > train.max_abs_energy = {lim} "
+                                   f"at step {self.step}")
+
+    # ------------------------------------------------------------------ loop
+    def run(self, stop_after: int | None = None, progress: bool = True) -> dict:
+        """Train to n_iters (or `stop_after` more steps); returns the final summary."""
+        tc = self.hp.train
+        end = tc.n_iters if stop_after is None else min(tc.n_iters, self.step + stop_after)
+        t0, s0 = time.time(), self.step
+        while self.step < end:
+            log_now = (self.step + 1) % tc.log_every == 0 or self.step + 1 == tc.n_iters
+            row = self.train_step(want_grad_parts=log_now)
+            self.step += 1
+            try:
+                self.check_divergence(row)
+            except TrainingDiverged as e:
+                return self._diverged(str(e))
+            if log_now:
+                row.update(step=self.step, sec_per_iter=(time.time() - t0) / max(self.step - s0, 1))
+                self.log.append(row)
+                if progress:
+                    print(f"[{self.cfg.variant}] step {self.step}/{tc.n_iters} E+ {row['e_pos']:+.4f} "
+                          f"E- {row['e_neg']:+.4f} loss {row['loss']:+.4f} "
+                          f"{row['sec_per_iter']:.3f}s/it", flush=True)
+            if self.step % tc.snapshot_every == 0 and self.step > tc.n_iters - tc.snapshot_every * tc.n_snapshots:
+                self._snapshot()
+            if self.step % tc.ckpt_every == 0 or self.step == tc.n_iters:
+                self.save_checkpoint()
+        if self.step >= tc.n_iters:
+            return self.finish()
+        return {"step": self.step, "finished": False}
+
+    def _snapshot(self) -> None:
+        """Keep the weights of the last n_snapshots snapshot steps (IGEBM historical ensemble)."""
+        path = self.ckpt_dir / f"snap_{self.step:08d}.pt"
+        ck.save(path, {"format": ck.FORMAT, "step": self.step, "model": self.model.state_dict()})
+        self.snapshots = (self.snapshots + [path.name])[-self.hp.train.n_snapshots:]
+        for old in self.ckpt_dir.glob("snap_*.pt"):
+            if old.name not in self.snapshots:
+                old.unlink()
+
+    def _diverged(self, reason: str) -> dict:
+        """Stop: keep the last good checkpoint, write a final model file flagged as diverged."""
+        print(f"[{self.cfg.variant}] TRAINING DIVERGED: {reason}", flush=True)
+        last = self.ckpt_dir / "last.pt"
+        good = ck.load(last) if last.exists() else None
+        info = {"step": self.step, "reason": reason, "last_good_step": good["step"] if good else None}
+        self._write_final(model=good["model"] if good else None, ema=good["ema"] if good else None,
+                          step=good["step"] if good else 0, snapshots=[], diverged=info)
+        return {"step": self.step, "finished": True, "diverged": info}
+
+    def finish(self) -> dict:
+        snaps = [ck.load(self.ckpt_dir / n)["model"] for n in self.snapshots]
+        return self._write_final(self.model.state_dict(), self.ema.state_dict() if self.ema else None,
+                                 self.step, snaps, diverged=None)
+
+    def _write_final(self, model, ema, step, snapshots, diverged) -> dict:
+        out = self.out_dir
+        final = {"format": ck.FORMAT, "kind": "model", "model_args": ck.model_args(self.hp.model),
+                 "config": self.cfg.to_dict(), "training_hash": self.cfg.training_hash(), "step": step,
+                 "model": model, "ema": ema, "snapshots": snapshots, "diverged": diverged}
+        ck.save(out / "model.pt", final)
+        keys = sorted({k for r in self.log for k in r})
+        def write_csv(f):
+            import io
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=keys)
+            w.writeheader()
+            w.writerows(self.log)
+            f.write(buf.getvalue().encode())
+        ck.atomic_write(out / "train_log.csv", write_csv)
+        last = self.log[-1] if self.log else {}
+        summary = {"variant": self.cfg.variant, "step": step, "diverged": diverged,
+                   "e_pos": last.get("e_pos"), "e_neg": last.get("e_neg"), "gap": last.get("gap"),
+                   "sec_per_iter": last.get("sec_per_iter"), "config_hash": self.cfg.hash(),
+                   "training_hash": self.cfg.training_hash(), "device": str(self.dev)}
+        ck.atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=1) + "\n")
+        ck.atomic_write_text(out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        return {**summary, "finished": True}
+
+
+def train(cfg: RunConfig, data_dir: Path, out_dir: Path, device: str = "auto", progress: bool = True,
+          stop_after: int | None = None) -> dict:
+    """Train (resuming from out_dir/ckpt/last.pt when present) and write out_dir/model.pt."""
+    t = Trainer(cfg, data_dir, out_dir, device)
+    if t.resume() and progress:
+        print(f"[{cfg.variant}] resumed from step {t.step}", flush=True)
+    return t.run(stop_after=stop_after, progress=progress)

@@ -1,0 +1,66 @@
+"""params.yaml validation: schema from the dataclasses, named errors, presets, settings."""
+import copy
+import json
+
+import pytest
+
+from ebm_repro import config as C
+
+
+@pytest.fixture(scope="module")
+def params():
+    return C.load_params()
+
+
+def test_repository_params_are_valid_and_resolve(params):
+    for setting in ("paper", "smoke"):
+        for v in params["variants"]:
+            cfg = C.resolve(params, v, setting=setting)
+            assert cfg.hp.sampler.n_steps > 0
+
+
+def test_presets_apply_paper_text_values(params):
+    code = C.resolve(params, "igebm_uncond", "paper", "code")
+    text = C.resolve(params, "igebm_uncond", "paper", "paper_text")
+    assert (code.hp.loss.kind, code.hp.optim.lr) == ("cd", 3e-4)
+    assert (text.hp.loss.kind, text.hp.optim.lr) == ("ml", 1e-4)
+    icd = C.resolve(params, "icd", "paper", "paper_text")
+    assert icd.hp.sampler.step_size == 500 and icd.hp.optim.ema_decay == 0.9999
+
+
+def test_smoke_overrides_shrink_but_keep_the_algorithm(params):
+    paper, smoke = C.resolve(params, "icd", "paper"), C.resolve(params, "icd", "smoke")
+    assert smoke.hp.model.width < paper.hp.model.width and smoke.prefix == "smoke/"
+    assert smoke.hp.loss.kl_ent_coeff == paper.hp.loss.kl_ent_coeff
+    assert smoke.hp.model.arch == paper.hp.model.arch
+
+
+def test_schema_file_is_generated_from_the_dataclasses():
+    assert json.loads(C.SCHEMA_PATH.read_text()) == json.loads(json.dumps(C.params_schema())), \
+        "run python -m ebm_repro.config to regenerate workflow/schemas/params.schema.json"
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda p: p["recipes"]["igebm"]["sampler"].update(n_stepz=3), "recipes.igebm.sampler"),
+    (lambda p: p["recipes"]["igebm"]["sampler"].update(n_steps="60"), "recipes.igebm.sampler.n_steps"),
+    (lambda p: p["recipes"]["icd"]["train"].update(batch_size=0), "recipes.icd.train.batch_size"),
+    (lambda p: p["recipes"]["icd"]["buffer"].update(reinit_frac=-0.1), "recipes.icd.buffer.reinit_frac"),
+    (lambda p: p.update(setting="laptop"), "setting"),
+    (lambda p: p["variants"]["icd"].update(recipe="nope"), "variants.icd.recipe"),
+    (lambda p: p["inception_rows"][0].update(mode="conditional"), "inception_rows[0]"),
+    (lambda p: p["recipes"]["icd"]["optim"].update(ema_decay=0.0), "use_ema"),
+])
+def test_bad_values_are_refused_naming_the_key(params, mutate, key):
+    p = copy.deepcopy(params)
+    mutate(p)
+    with pytest.raises(C.ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        C.validate_params(p)
+
+
+def test_training_hash_ignores_test_sampling_but_not_training(params):
+    a = C.resolve(params, "icd", "smoke")
+    p = copy.deepcopy(params)
+    p["recipes"]["icd"]["test_sampling"]["n_iters"] = 77
+    assert C.resolve(p, "icd", "smoke").training_hash() == a.training_hash()
+    p["recipes"]["icd"]["sampler"]["step_size"] = 7.0
+    assert C.resolve(p, "icd", "smoke").training_hash() != a.training_hash()

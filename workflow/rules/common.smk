@@ -1,0 +1,24 @@
+# Shared paths and helpers for all rule files (globals PARAMS, SETTING, PREFIX, PY come from the Snakefile).
+import os
+
+S = PARAMS["settings"][SETTING]
+DATASET = S["dataset"]
+THREADS = S.get("threads", 1)
+DATA_DIR = f"{PREFIX}data/{DATASET}"
+FEATURE_NET = (f"{PREFIX}data/feature_net/pt_inception-2015-12-05-6726825d.pth"
+               if S["metrics"]["feature_net"] == "inception"
+               else f"{PREFIX}data/feature_net/smoke_classifier.pt")
+VARIANTS = sorted(PARAMS["variants"])
+ROWS = PARAMS["inception_rows"]
+CLI = f"{PY} -m ebm_repro.cli"
+ARGS = f"--setting {SETTING}"  # every command resolves the same params.yaml under the same setting
+
+
+wildcard_constraints:
+    variant="|".join(VARIANTS),
+    mode="single|ensemble|conditional",
+
+
+def outdir(path):
+    """Folder of an output file, for commands that write several files."""
+    return os.path.dirname(path)

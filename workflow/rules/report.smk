@@ -1,0 +1,18 @@
+ROW_KEYS = [f"{r['variant']}/{r['mode']}" for r in ROWS]
+
+
+rule make_inception_table:
+    """results/tables/inception.md (E1, E2, E3 top row): one row per variant, paper numbers beside."""
+    input:
+        metrics=[f"{PREFIX}results/metrics/{k}.json" for k in ROW_KEYS],
+        grids=[f"{PREFIX}results/figures/samples_{k.replace('/', '_')}.png" for k in ROW_KEYS],
+    output:
+        f"{PREFIX}results/tables/inception.md",
+    log:
+        f"{PREFIX}logs/make_inception_table.log",
+    threads: 1
+    shell:
+        "{CLI} table-inception {ARGS} --metrics {input.metrics} --out {output} > {log} 2>&1"
+
+
+INCEPTION_TARGETS = rules.make_inception_table.output

@@ -1,0 +1,50 @@
+rule sample_model:
+    """Test-time Langevin sampling: single model, historical ensemble, or class-conditional."""
+    input:
+        model=rules.train_model.output.model,
+    output:
+        f"{PREFIX}results/samples/{{variant}}/{{mode}}.npz",
+    log:
+        f"{PREFIX}logs/sample_{{variant}}_{{mode}}.log",
+    threads: THREADS
+    resources:
+        gpu=1,
+    shell:
+        "{CLI} sample {ARGS} --threads {threads} --variant {wildcards.variant} --mode {wildcards.mode} "
+        "--model {input.model} --out {output} > {log} 2>&1"
+
+
+rule compute_metrics:
+    """IS / FID / KID of one sample set (torch-fidelity, TF-faithful settings)."""
+    input:
+        samples=rules.sample_model.output[0],
+        reference=rules.prepare_dataset.output.train,
+        feature_net=FEATURE_NET,
+    output:
+        f"{PREFIX}results/metrics/{{variant}}/{{mode}}.json",
+    log:
+        f"{PREFIX}logs/metrics_{{variant}}_{{mode}}.log",
+    params:
+        data=lambda w, input: outdir(input.reference),
+    threads: THREADS
+    resources:
+        gpu=1,
+    shell:
+        "{CLI} metrics {ARGS} --threads {threads} --variant {wildcards.variant} --mode {wildcards.mode} "
+        "--samples {input.samples} --data {params.data} --feature-net {input.feature_net} "
+        "--out {output} > {log} 2>&1"
+
+
+rule plot_samples:
+    """Sample grid as PNG and PDF (per-class rows for the conditional model, IGEBM Fig. 4a)."""
+    input:
+        rules.sample_model.output[0],
+    output:
+        png=f"{PREFIX}results/figures/samples_{{variant}}_{{mode}}.png",
+        pdf=f"{PREFIX}results/figures/samples_{{variant}}_{{mode}}.pdf",
+    log:
+        f"{PREFIX}logs/plot_{{variant}}_{{mode}}.log",
+    threads: 1
+    shell:
+        "{CLI} plot-samples {ARGS} --variant {wildcards.variant} --mode {wildcards.mode} "
+        "--samples {input} --out {output.png} > {log} 2>&1"

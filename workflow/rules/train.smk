@@ -1,0 +1,20 @@
+rule train_model:
+    """Train one variant; resumes from results/train/<variant>/ckpt/last.pt after an interruption."""
+    input:
+        train=rules.prepare_dataset.output.train,
+    output:
+        model=f"{PREFIX}results/train/{{variant}}/model.pt",
+        log_csv=f"{PREFIX}results/train/{{variant}}/train_log.csv",
+        summary=f"{PREFIX}results/train/{{variant}}/train_summary.json",
+        config=f"{PREFIX}results/train/{{variant}}/config.yaml",
+    log:
+        f"{PREFIX}logs/train_{{variant}}.log",
+    params:
+        data=lambda w, input: outdir(input.train),
+        out=lambda w, output: outdir(output.model),
+    threads: THREADS
+    resources:
+        gpu=1,
+    shell:
+        "{CLI} train {ARGS} --threads {threads} --variant {wildcards.variant} "
+        "--data {params.data} --out {params.out} > {log} 2>&1"

@@ -1,0 +1,118 @@
+"""Write dvc.yaml (paper) and workflow/dvc/smoke/dvc.yaml from the Snakemake DAG, so both tools run one DAG.
+
+    python workflow/scripts/dvc_from_snakemake.py          # rewrite both files
+    python workflow/scripts/dvc_from_snakemake.py --check  # exit 1 if they are stale (tests run this)
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGETS = {"paper": ROOT / "dvc.yaml", "smoke": ROOT / "workflow" / "dvc" / "smoke" / "dvc.yaml"}
+HEADER = ("# GENERATED from the Snakemake DAG by workflow/scripts/dvc_from_snakemake.py -- do not edit by hand.\n"
+          "# Setting: {setting}. Each stage runs the same `python -m ebm_repro...` command as its Snakemake job.\n")
+PERSIST_RULES = {"train_model", "train_particle_model"}  # expensive: keep outputs across `dvc repro`
+
+
+def snakemake_jobs(setting: str) -> list[dict]:
+    """Every job of the default target under a setting: rule, wildcards, input, output, log, shell command."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import (ConfigSettings, DAGSettings, OutputSettings, ResourceSettings,
+                                          StorageSettings)
+
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()), SnakemakeApi(OutputSettings()) as api:
+            wf = api.workflow(snakefile=ROOT / "Snakefile", resource_settings=ResourceSettings(cores=64),
+                              config_settings=ConfigSettings(config={"setting": setting}),
+                              storage_settings=StorageSettings())
+            w = wf.dag(DAGSettings(forceall=True)).workflow_api._workflow
+            w._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True, nolock=True)
+            w._build_dag()
+            jobs = [dict(rule=j.rule.name, wildcards=dict(j.wildcards), input=sorted(map(str, j.input)),
+                         output=sorted(map(str, j.output)), log=sorted(map(str, j.log)),
+                         cmd=j.shellcmd) for j in w.dag.jobs if j.rule.name != "all"]
+    finally:
+        os.chdir(cwd)
+    return sorted(jobs, key=lambda j: (j["rule"], sorted(j["wildcards"].items())))
+
+
+def _params_for(job: dict, params: dict, setting: str) -> list[str]:
+    """params.yaml keys a stage depends on (DVC reruns the stage when one changes)."""
+    rule, wc = job["rule"], job["wildcards"]
+    if rule.startswith(("prepare_dataset", "prepare_feature_net")):
+        return [f"settings.{setting}.dataset", f"settings.{setting}.metrics.feature_net"]
+    if "particle" in rule:
+        return ["particle"]
+    if "variant" in wc:
+        recipe = params["variants"][wc["variant"]]["recipe"]
+        return ["preset", f"recipes.{recipe}", f"presets", f"variants.{wc['variant']}",
+                f"settings.{setting}"]
+    return ["preset", "inception_rows", f"settings.{setting}.metrics"]
+
+
+def dvc_stages(setting: str) -> dict:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    python = sys.executable
+    stages = {}
+    for job in snakemake_jobs(setting):
+        name = "-".join([job["rule"], *job["wildcards"].values()])
+        cmd = job["cmd"].replace(python, "python").strip()
+        logdirs = sorted({os.path.dirname(p) for p in job["log"]})
+        if logdirs:  # Snakemake creates log folders itself; DVC does not
+            cmd = f"mkdir -p {' '.join(logdirs)} && {cmd}"
+        outs, metrics, plots = [], [], []
+        for o in job["output"]:
+            if o.endswith("train_log.csv"):
+                plots.append({o: {"x": "step", "y": ["gap", "e_pos", "e_neg"], "cache": False}})
+            elif o.endswith(".json") and ("/metrics/" in o or o.endswith("train_summary.json")):
+                metrics.append({o: {"cache": False}})
+            elif job["rule"] in PERSIST_RULES:
+                outs.append({o: {"persist": True}})
+            else:
+                outs.append(o)
+        stage = {"cmd": cmd, "deps": [*job["input"], "src/ebm_repro"],
+                 "params": _params_for(job, params, setting), "outs": outs}
+        if metrics:
+            stage["metrics"] = metrics
+        if plots:
+            stage["plots"] = plots
+        if setting == "smoke":
+            stage["wdir"] = "../../.."
+        stages[name] = stage
+    return {"stages": stages}
+
+
+def render(setting: str) -> str:
+    # params.yaml is looked up relative to each stage's wdir, i.e. the repository root
+    return HEADER.format(setting=setting) + yaml.safe_dump(dvc_stages(setting), sort_keys=False, width=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="fail if a dvc.yaml differs from the DAG")
+    a = ap.parse_args()
+    stale = []
+    for setting, path in TARGETS.items():
+        text = render(setting)
+        if a.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(str(path.relative_to(ROOT)))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"wrote {path.relative_to(ROOT)}")
+    if stale:
+        sys.exit(f"stale: {', '.join(stale)} -- run python workflow/scripts/dvc_from_snakemake.py")
+
+
+if __name__ == "__main__":
+    main()
