@@ -1,0 +1,29 @@
+"""Energy networks E(x[, y]) -> (B,) energies (low = likely); pick one by ModelConfig.arch."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn as nn
+
+from ebm_repro.config import ModelConfig
+from ebm_repro.models import icd, igebm, mlp
+
+# Explicit table (no registration by import side effects): arch name -> constructor.
+ARCHS: dict[str, Callable[[ModelConfig], nn.Module]] = {
+    "igebm_resnet32_large": igebm.resnet32_large,  # IGEBM Fig. 15b / code ResNet32Large
+    "igebm_resnet32": igebm.resnet32,              # IGEBM Fig. 15a / code ResNet32
+    "icd_resnet": icd.ICDResNet,                   # ICD Tab. 4 (+ half/quarter-resolution nets)
+    "mlp2d": mlp.MLPEnergy,                        # 2-D toy densities
+}
+
+
+def make_model(cfg: ModelConfig) -> nn.Module:
+    """Build the energy network for cfg; raises ValueError naming the field on an impossible setting."""
+    if cfg.arch not in ARCHS:
+        raise ValueError(f"model.arch: unknown {cfg.arch!r}; choose one of {sorted(ARCHS)}")
+    return ARCHS[cfg.arch](cfg)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameter elements (spectral-norm u/v vectors are buffers, not counted)."""
+    return sum(p.numel() for p in model.parameters())

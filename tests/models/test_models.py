@@ -1,0 +1,230 @@
+"""Energy networks: interface, parameter counts at paper widths, conditioning, gradients, dropout, spectral norm."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn as nn
+
+from ebm_repro.config import ModelConfig, load_params, resolve
+from ebm_repro.models import ARCHS, count_params, make_model
+from ebm_repro.models.icd import ICDResNet
+from ebm_repro.models.igebm import IGEBMResNet
+from ebm_repro.models.layers import SpectralNormAtMostOne, has_spectral_norm
+
+torch.set_num_threads(1)
+
+# Paper-width recipes (params.yaml: igebm, igebm_cond, icd), written out so the counts do not hang on other edits.
+PAPER = {
+    "igebm_resnet32_large": dict(arch="igebm_resnet32_large", width=128, n_classes=0, spectral_norm=True,
+                                 dropout=0.5, attention=False, multiscale=False, activation="leaky_relu",
+                                 norm="none", image_size=32, channels=3),
+    "igebm_resnet32": dict(arch="igebm_resnet32", width=128, n_classes=10, spectral_norm=True, dropout=0.0,
+                           attention=False, multiscale=False, activation="leaky_relu", norm="none",
+                           image_size=32, channels=3),
+    "icd_resnet": dict(arch="icd_resnet", width=64, n_classes=0, spectral_norm=False, dropout=0.0, attention=True,
+                       multiscale=True, activation="swish", norm="group", image_size=32, channels=3),
+    "mlp2d": dict(arch="mlp2d", width=64, n_classes=0, spectral_norm=True, dropout=0.0, attention=False,
+                  multiscale=False, activation="swish", norm="none", image_size=1, channels=2),
+}
+TARGETS = {"igebm_resnet32_large": 18.6e6, "igebm_resnet32": 5.4e6, "icd_resnet": 6.6e6}  # methods.md (code)
+B = 3
+
+
+def small(arch: str, **kw) -> ModelConfig:
+    """A tiny config of `arch` (width 8, 16x16 images) for fast forward passes."""
+    d = dict(PAPER[arch], width=8)
+    if arch != "mlp2d":
+        d["image_size"] = 16
+    d.update(kw)
+    return ModelConfig(**d)
+
+
+def inputs(cfg: ModelConfig, conditional: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    shape = (B, cfg.channels) if cfg.arch == "mlp2d" else (B, cfg.channels, cfg.image_size, cfg.image_size)
+    y = torch.arange(B) % cfg.n_classes if conditional else None
+    return torch.rand(shape), y
+
+
+def perturb(model: nn.Module) -> None:
+    """Move every parameter off its init (class gains 1 / biases 0 make all classes equal at init, as the code)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+
+
+ALL = [(a, c) for a in ARCHS for c in (False, True)]
+
+
+def test_archs_table():
+    assert set(ARCHS) == {"igebm_resnet32_large", "igebm_resnet32", "icd_resnet", "mlp2d"}
+
+
+@pytest.mark.parametrize("arch,conditional", ALL)
+def test_output_shape_and_cfg(arch, conditional):
+    cfg = small(arch, n_classes=4 if conditional else 0)
+    model = make_model(cfg)
+    assert model.cfg is cfg
+    x, y = inputs(cfg, conditional)
+    e = model(x, y)
+    assert e.shape == (B,) and e.dtype == torch.float32 and torch.isfinite(e).all()
+
+
+@pytest.mark.parametrize("arch", list(TARGETS))
+def test_param_counts_at_paper_width(arch):
+    n = count_params(make_model(ModelConfig(**PAPER[arch])))
+    assert abs(n - TARGETS[arch]) / TARGETS[arch] < 0.05, f"{arch}: {n:,} params vs about {TARGETS[arch]:,.0f}"
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_conditional_energy_depends_on_y(arch):
+    cfg = small(arch, n_classes=4)
+    model = make_model(cfg).eval()
+    perturb(model)
+    x, _ = inputs(cfg, False)
+    e0, e1 = model(x, torch.zeros(B, dtype=torch.long)), model(x, torch.ones(B, dtype=torch.long))
+    assert not torch.allclose(e0, e1)
+    torch.testing.assert_close(model(x, torch.ones(B, dtype=torch.int32)), e1)  # any integer label dtype
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_label_mismatch_raises(arch):
+    cond, uncond = make_model(small(arch, n_classes=4)), make_model(small(arch, n_classes=0))
+    x, y = inputs(cond.cfg, True)
+    with pytest.raises(ValueError, match="conditional"):
+        cond(x)
+    with pytest.raises(ValueError, match="unconditional"):
+        uncond(x, y)
+    with pytest.raises(ValueError, match="integer"):
+        cond(x, y.float())
+
+
+def test_wrong_input_shape_raises():
+    model = make_model(small("igebm_resnet32_large", n_classes=0))
+    with pytest.raises(ValueError, match="image_size"):
+        model(torch.rand(B, 3, 32, 32))
+
+
+@pytest.mark.parametrize("arch,conditional", ALL)
+def test_grad_wrt_x_finite(arch, conditional):
+    cfg = small(arch, n_classes=4 if conditional else 0)
+    model = make_model(cfg)
+    x, y = inputs(cfg, conditional)
+    x.requires_grad_(True)
+    (g,) = torch.autograd.grad(model(x, y).sum(), x)
+    assert g.shape == x.shape and torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+@pytest.mark.parametrize("arch", ["igebm_resnet32_large", "icd_resnet"])
+def test_double_backward_through_energy_grad(arch):
+    """ICD's L_opt differentiates the Langevin step dE/dx w.r.t. the parameters (create_graph)."""
+    cfg = small(arch, n_classes=0)
+    model = make_model(cfg)
+    x, _ = inputs(cfg, False)
+    x.requires_grad_(True)
+    (g,) = torch.autograd.grad(model(x).sum(), x, create_graph=True)
+    (x - 10.0 * g).pow(2).sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_dropout_train_vs_eval(arch):
+    # spectral norm off: its power iteration also changes train-mode outputs from call to call
+    cfg = small(arch, n_classes=0, dropout=0.5, spectral_norm=False)
+    model = make_model(cfg)
+    perturb(model)  # IGEBM's near-zero second conv would otherwise hide the dropout mask
+    x, _ = inputs(cfg, False)
+    model.train()
+    assert not torch.allclose(model(x), model(x))
+    model.eval()
+    assert torch.equal(model(x), model(x))
+    no_dropout = make_model(dataclasses.replace(cfg, dropout=0.0)).train()
+    assert torch.equal(no_dropout(x), no_dropout(x))
+
+
+def test_igebm_spectral_norm_on_every_conv_not_final_linear():
+    model = make_model(small("igebm_resnet32_large"))
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 1 + 9 * 2 + 2 and all(has_spectral_norm(c) for c in convs)  # stem, 9 blocks, 2 shortcuts
+    assert not has_spectral_norm(model.head)
+    off = make_model(small("igebm_resnet32_large", spectral_norm=False))
+    assert not any(has_spectral_norm(m) for m in off.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+
+
+def test_mlp_spectral_norm_hidden_only():
+    model = make_model(small("mlp2d"))
+    assert all(has_spectral_norm(m) for m in model.hidden) and not has_spectral_norm(model.head)
+
+
+def test_icd_spectral_norm_option_replaces_weight_standardisation():
+    model = make_model(small("icd_resnet", spectral_norm=True))
+    block = model.scales[0].stages[0][0]
+    assert has_spectral_norm(block.conv1) and has_spectral_norm(block.conv2)
+    assert not any(has_spectral_norm(net.head) for net in model.scales)
+
+
+def test_igebm_second_conv_starts_near_zero_and_is_bounded():
+    """Zero init survives spectral norm (code's lower-bound variant), which still caps the norm at 1."""
+    model = make_model(small("igebm_resnet32_large")).train()
+    conv2 = model.blocks[0].conv2
+    assert isinstance(conv2.parametrizations.weight[0], SpectralNormAtMostOne)
+    assert conv2.weight.abs().max() < 1e-6
+    with torch.no_grad():
+        conv2.parametrizations.weight.original.normal_()
+    for _ in range(30):  # power iteration converges over training forwards
+        w = conv2.weight
+    assert torch.linalg.matrix_norm(w.flatten(1), ord=2) <= 1.0 + 1e-3
+
+
+def test_multiscale_energy_is_sum_of_scales():
+    cfg = small("icd_resnet", n_classes=0)
+    model = make_model(cfg).eval()
+    assert isinstance(model, ICDResNet) and len(model.scales) == 3
+    assert [len(net.stages) for net in model.scales] == [4, 3, 2]
+    assert [net.n_pool for net in model.scales] == [0, 1, 2]
+    x, _ = inputs(cfg, False)
+    parts = [net(x, None) for net in model.scales]
+    torch.testing.assert_close(model(x), parts[0] + parts[1] + parts[2])
+    torch.testing.assert_close(model.scale_energies(x), torch.stack(parts, dim=1))
+    single = make_model(small("icd_resnet", multiscale=False, attention=False))
+    assert len(single.scales) == 1 and single.scales[0].attention is None
+
+
+@pytest.mark.parametrize("arch,field,value", [
+    ("igebm_resnet32_large", "attention", True),
+    ("igebm_resnet32", "multiscale", True),
+    ("igebm_resnet32_large", "norm", "group"),
+    ("igebm_resnet32_large", "image_size", 20),
+    ("icd_resnet", "image_size", 18),
+    ("mlp2d", "image_size", 32),
+    ("mlp2d", "attention", True),
+    ("mlp2d", "activation", "tanh"),
+    ("icd_resnet", "dropout", 1.0),
+    ("mlp2d", "arch", "resnet50"),
+])
+def test_bad_field_raises_naming_it(arch, field, value):
+    cfg = dataclasses.replace(small(arch), **{field: value})
+    with pytest.raises(ValueError, match=f"model.{field}"):
+        make_model(cfg)
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_state_dict_round_trip_strict(arch):
+    cfg = small(arch, n_classes=4)
+    a, b = make_model(cfg), make_model(cfg)
+    b.load_state_dict(a.state_dict(), strict=True)
+    a.eval(), b.eval()
+    x, y = inputs(cfg, True)
+    torch.testing.assert_close(a(x, y), b(x, y))
+
+
+@pytest.mark.parametrize("variant", ["igebm_uncond", "igebm_cond", "icd"])
+def test_params_yaml_variants_build(variant):
+    """Every image variant of params.yaml builds in the smoke setting and runs a tiny batch."""
+    cfg = resolve(load_params(), variant, setting="smoke").hp.model
+    model = make_model(cfg)
+    x, y = inputs(cfg, cfg.n_classes > 0)
+    assert model(x, y).shape == (B,)
+    assert dataclasses.asdict(model.cfg) == dataclasses.asdict(cfg)
+    assert isinstance(model, ICDResNet if cfg.arch == "icd_resnet" else IGEBMResNet)
