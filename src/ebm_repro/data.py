@@ -1,0 +1,277 @@
+"""Datasets as uint8 NHWC .npz splits: CIFAR-10 (md5-checked download) and the procedural smoke set "shapes"."""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import pickle
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ebm_repro.checkpoint import atomic_write
+
+
+class DatasetError(RuntimeError):
+    """A dataset file is missing, corrupt or cannot be fetched; the message says what to do."""
+
+
+SHAPE_CLASSES = ("disc", "square", "triangle", "cross", "ring",
+                 "hstripes", "vstripes", "diamond", "checkerboard", "x")
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+
+DATASETS: dict[str, dict] = {
+    "cifar10": {
+        "kind": "download",
+        "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "md5": "c58f30108f718f92721af3b95e74349a",
+        "filename": "cifar-10-python.tar.gz",
+        "train_members": tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)),  # 50,000 images
+        "test_members": ("cifar-10-batches-py/test_batch",),  # 10,000 images
+        "classes": CIFAR10_CLASSES,
+    },
+    "shapes": {
+        "kind": "generated",
+        "generator": "ebm_repro.data.make_shapes",
+        "version": 1,  # bump when the generator changes, so old checksums are not mistaken for new data
+        "n_train": 5000,
+        "n_test": 1000,
+        "classes": SHAPE_CLASSES,
+    },
+}
+
+IMAGE_SHAPE = (32, 32, 3)
+_CHUNK = 1 << 20
+
+
+# ---------------------------------------------------------------- files
+def file_digest(path: Path, algo: str = "sha256") -> str:
+    """Hex digest of a file, read in chunks."""
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_npz(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    """Atomically write an uncompressed .npz with fixed zip timestamps."""
+    # np.savez stamps each member with the current time, so equal arrays would get different
+    # sha256s; fixed ZipInfo dates make checksums.json reproducible across runs and machines.
+    def write(f):
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+            for key, arr in (("images", images), ("labels", labels)):
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                with z.open(info, "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+    atomic_write(path, write)
+
+
+def load_split(path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a split written by prepare_dataset: images uint8 (N, H, W, 3), labels int64 (N,)."""
+    path = Path(path)
+    fix = "rerun the prepare-data step (it rewrites the split)"
+    if not path.is_file():
+        raise DatasetError(f"dataset split {path} does not exist; {fix}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images, labels = z["images"], z["labels"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
+        raise DatasetError(f"dataset split {path} is unreadable or corrupt ({err!r}); delete it and {fix}") from err
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise DatasetError(f"{path}: images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}; "
+                           f"delete it and {fix}")
+    if labels.dtype != np.int64 or labels.shape != (len(images),):
+        raise DatasetError(f"{path}: labels must be int64 ({len(images)},), got {labels.dtype} {labels.shape}; "
+                           f"delete it and {fix}")
+    return images, labels
+
+
+# ---------------------------------------------------------------- CIFAR-10
+def _download(url: str, dest: Path) -> None:
+    """Fetch url into dest via a temp file in the same folder, so a broken transfer leaves no dest."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as resp:
+            for block in iter(lambda: resp.read(_CHUNK), b""):
+                f.write(block)
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as err:  # HTTPException: cut transfer
+        Path(tmp).unlink(missing_ok=True)
+        raise DatasetError(
+            f"could not download {url} ({err!r}). Without network access, fetch that file elsewhere "
+            f"and place it by hand at exactly {dest.resolve()}, then rerun.") from err
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _verify_md5(path: Path, expected: str, url: str) -> None:
+    """Raise DatasetError unless the archive's md5 matches (a truncated download fails here too)."""
+    actual = file_digest(path, "md5")
+    if actual != expected:
+        raise DatasetError(
+            f"{path.resolve()} has md5 {actual}, expected {expected} ({path.stat().st_size} bytes; a truncated or "
+            f"corrupted download looks like this). Fix: delete {path} and rerun to download it again, or place the "
+            f"official archive from {url} at that path.")
+
+
+def _read_cifar_batches(tar: tarfile.TarFile, members, archive: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate CIFAR python pickles into images (N, 32, 32, 3) uint8 and labels (N,) int64."""
+    images, labels = [], []
+    for name in members:
+        try:
+            # Unpickling is only safe because the archive's md5 was verified first.
+            d = pickle.load(tar.extractfile(name), encoding="bytes")
+        except (KeyError, AttributeError, pickle.UnpicklingError, EOFError, tarfile.TarError) as err:
+            raise DatasetError(f"{archive}: member {name} is missing or unreadable ({err!r}); "
+                               f"delete the archive and rerun") from err
+        rows = np.asarray(d[b"data"], dtype=np.uint8)  # (n, 3072): 1024 R, then 1024 G, then 1024 B
+        lab = np.asarray(d[b"labels"], dtype=np.int64)
+        if rows.ndim != 2 or rows.shape[1] != 3072 or len(lab) != len(rows):
+            raise DatasetError(f"{archive}: {name} holds data {rows.shape} and {len(lab)} labels, "
+                               f"expected (n, 3072) and n; delete the archive and rerun")
+        images.append(rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # CHW -> HWC
+        labels.append(lab)
+    return np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels)
+
+
+def _cifar10(out_dir: Path, n_train: int | None, n_test: int | None):
+    """Verified archive -> (train, test, source) with train/test as (images, labels)."""
+    spec = DATASETS["cifar10"]
+    archive = out_dir / "raw" / spec["filename"]
+    if not archive.is_file():
+        _download(spec["url"], archive)
+    _verify_md5(archive, spec["md5"], spec["url"])
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            train = _read_cifar_batches(tar, spec["train_members"], archive)
+            test = _read_cifar_batches(tar, spec["test_members"], archive)
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise DatasetError(f"{archive} passed its md5 check but cannot be read as tar.gz ({err!r}); "
+                           f"delete it and rerun") from err
+    # Optional leading subsets (debugging only); the full splits are 50,000 / 10,000.
+    train = tuple(a[:n_train] for a in train) if n_train is not None else train
+    test = tuple(a[:n_test] for a in test) if n_test is not None else test
+    source = {"name": "cifar10", "url": spec["url"], "archive": spec["filename"], "md5": spec["md5"],
+              "n_train": len(train[0]), "n_test": len(test[0]), "classes": list(spec["classes"])}
+    return train, test, source
+
+
+# ---------------------------------------------------------------- shapes (smoke data)
+def _shape_mask(kind: int, dx: np.ndarray, dy: np.ndarray, s: float, period: int) -> np.ndarray:
+    """Boolean (32, 32) mask of one shape; dx, dy are pixel offsets from its centre, s its half-size."""
+    ax, ay, r = np.abs(dx), np.abs(dy), np.hypot(dx, dy)
+    box = np.maximum(ax, ay) <= s
+    name = SHAPE_CLASSES[kind]
+    if name == "disc":
+        return r <= s
+    if name == "square":
+        return np.maximum(ax, ay) <= 0.8 * s  # 0.8: same area scale as the disc
+    if name == "triangle":  # apex up: the half-width grows linearly from the top edge
+        return (dy >= -s) & (dy <= 0.8 * s) & (ax <= 0.6 * (dy + s))
+    if name == "cross":
+        arm = max(1.0, s / 3)
+        return box & ((ax <= arm) | (ay <= arm))
+    if name == "ring":
+        return (r <= s) & (r >= 0.55 * s)
+    if name == "hstripes":
+        return box & (np.floor((dy + s) / period) % 2 == 0)
+    if name == "vstripes":
+        return box & (np.floor((dx + s) / period) % 2 == 0)
+    if name == "diamond":
+        return ax + ay <= s
+    if name == "checkerboard":
+        return box & ((np.floor((dx + s) / period) + np.floor((dy + s) / period)) % 2 == 0)
+    if name == "x":
+        return box & (np.abs(ax - ay) <= max(1.0, s / 4))
+    raise ValueError(f"unknown shape class {kind}")
+
+
+def _colour_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground and background RGB in [0, 255], at least 100 apart so the shape stays visible."""
+    while True:
+        fg, bg = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+        if np.linalg.norm(fg - bg) >= 100:
+            return fg, bg
+
+
+def make_shapes(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """n balanced shape images (n, 32, 32, 3) uint8 and labels (n,) int64, in shuffled order."""
+    labels = rng.permutation(np.arange(n) % len(SHAPE_CLASSES)).astype(np.int64)  # class counts differ by <= 1
+    yy, xx = np.mgrid[0:32, 0:32].astype(np.float64) + 0.5  # (32, 32) pixel centres
+    images = np.empty((n, 32, 32, 3), np.uint8)
+    for i, k in enumerate(labels):
+        s = rng.uniform(4.0, 12.0)  # half-size in pixels; small shapes are hard to tell apart, on purpose
+        cx, cy = rng.uniform(s * 0.7, 32 - s * 0.7, 2)  # up to ~30% of a shape may leave the frame
+        period = int(rng.integers(2, 5))  # stripe/check width in pixels
+        fg, bg = _colour_pair(rng)
+        mask = _shape_mask(int(k), xx - cx, yy - cy, s, period)[..., None]  # (32, 32, 1)
+        img = np.where(mask, fg, bg) + rng.normal(0.0, 12.0, (32, 32, 3))  # pixel noise: not trivially clean
+        images[i] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    return images, labels
+
+
+def _shapes(seed: int, n_train: int | None, n_test: int | None):
+    """Deterministic train/test shapes splits from independent streams of one seed."""
+    spec = DATASETS["shapes"]
+    n_train = spec["n_train"] if n_train is None else n_train
+    n_test = spec["n_test"] if n_test is None else n_test
+    # Separate streams: the test split does not change when n_train does, and vice versa.
+    train = make_shapes(n_train, np.random.default_rng([seed, 0]))
+    test = make_shapes(n_test, np.random.default_rng([seed, 1]))
+    source = {"name": "shapes", "generator": spec["generator"], "version": spec["version"], "seed": seed,
+              "n_train": n_train, "n_test": n_test, "classes": list(spec["classes"])}
+    return train, test, source
+
+
+# ---------------------------------------------------------------- entry point
+def prepare_dataset(name: str, out_dir: Path, seed: int = 0, n_train: int | None = None,
+                    n_test: int | None = None) -> dict:
+    """Write out_dir/{train,test}.npz and checksums.json; return the checksums and the source."""
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)} in params.yaml")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if name == "cifar10":
+        train, test, source = _cifar10(out_dir, n_train, n_test)
+    else:
+        train, test, source = _shapes(seed, n_train, n_test)
+    info = {}
+    for split, (images, labels) in (("train.npz", train), ("test.npz", test)):
+        assert images.dtype == np.uint8 and images.shape[1:] == IMAGE_SHAPE, images.shape
+        _write_npz(out_dir / split, images, labels.astype(np.int64))
+        info[split] = file_digest(out_dir / split)
+    info["source"] = source
+    atomic_write(out_dir / "checksums.json", lambda f: f.write((json.dumps(info, indent=1) + "\n").encode()))
+    return info
+
+
+class ImageDataset(Dataset):
+    """Images of a split as float (C, H, W) in [0, 1] with int labels; optional uniform dequantisation."""
+
+    def __init__(self, path, dequantize: bool = False):
+        images, labels = load_split(path)
+        self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W) uint8
+        self.labels = torch.from_numpy(labels)
+        self.dequantize = dequantize
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        k = self.images[i].float()
+        # (k + u) / 256 with u ~ U(0, 1) fills each 8-bit bin continuously (methods.md); plain k / 255 otherwise.
+        x = (k + torch.rand_like(k)) / 256.0 if self.dequantize else k / 255.0
+        return x, int(self.labels[i])
