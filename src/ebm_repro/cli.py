@@ -15,7 +15,7 @@ DATA_SIZES = {"shapes": dict(n_train=5000, n_test=1000)}
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--params", default=str(C.PARAMS_PATH), help="params.yaml to use")
+    p.add_argument("--params", default="params.yaml", help="params.yaml to use (relative to the working dir)")
     p.add_argument("--setting", choices=("paper", "smoke"), help="override params.yaml `setting`")
     p.add_argument("--preset", choices=("code", "paper_text"), help="override params.yaml `preset`")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (Snakemake passes {threads})")
@@ -148,6 +148,7 @@ def cmd_table_inception(a) -> None:
     atomic_write_text(Path(a.out), inception_table(metrics, rows))
     write_provenance(Path(a.out), [Path(m) for m in a.metrics] + [Path(a.params)],
                      {"setting": p["setting"], "preset": p["preset"],
+                      "dataset_checksums": json.loads(Path(a.data_checksums).read_text()),
                       "config_hashes": {m["variant"] + "/" + m["mode"]: m["config_hash"] for m in metrics},
                       "train_steps": {m["variant"]: m["train_step"] for m in metrics}})
     print(f"wrote {a.out}")
@@ -161,7 +162,7 @@ COMMANDS = {
     "sample": (cmd_sample, ["variant", "mode", "model", "out"]),
     "metrics": (cmd_metrics, ["variant", "mode", "samples", "data", "feature_net", "out"]),
     "plot-samples": (cmd_plot_samples, ["variant", "mode", "samples", "out"]),
-    "table-inception": (cmd_table_inception, ["out"]),
+    "table-inception": (cmd_table_inception, ["data_checksums", "out"]),
 }
 
 
@@ -178,9 +179,14 @@ def main(argv: list[str] | None = None) -> None:
         sp.set_defaults(fn=fn)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
+    from ebm_repro.checkpoint import CheckpointError
+    from ebm_repro.data import DatasetError
+    from ebm_repro.metrics import MetricsError
+
     try:
         a.fn(a)
-    except C.ConfigError as e:
+    except (C.ConfigError, CheckpointError, DatasetError, MetricsError) as e:
+        # a user-fixable problem: say what and how, without a traceback
         sys.exit(f"error: {e}")
 
 

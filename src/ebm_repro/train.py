@@ -78,6 +78,8 @@ class Trainer:
     def resume(self) -> bool:
         """Load ckpt/last.pt if present; refuse one written under another training config."""
         path = self.ckpt_dir / "last.pt"
+        for stale in self.ckpt_dir.glob(".*.tmp"):  # left by a kill during an atomic write
+            stale.unlink()
         if not path.exists():
             return False
         s = ck.load(path)
@@ -123,12 +125,12 @@ class Trainer:
         if hp.loss.kl_opt_coeff > 0:
             with frozen(self.model):
                 e_kl = energy(res.x_kl)
-            parts["loss_kl_opt"] = float(kl_opt_loss(e_kl))
+            parts["loss_kl_opt"] = float(kl_opt_loss(e_kl).detach())
             kl = kl + hp.loss.kl_opt_coeff * kl_opt_loss(e_kl)
         if hp.loss.kl_ent_coeff > 0 and len(self.buffer) > hp.loss.ent_min_buffer:
             bank = self.augment(self.buffer.recent(hp.loss.ent_n_neighbours)).to(self.dev)
             ent = entropy_loss(res.x_kl, bank)
-            parts["loss_ent"] = float(ent)
+            parts["loss_ent"] = float(ent.detach())
             kl = kl + hp.loss.kl_ent_coeff * ent
         loss = main + reg + kl
         self.opt.zero_grad(set_to_none=True)
@@ -144,9 +146,10 @@ class Trainer:
         if self.ema:
             self.ema.update(self.model)
         self.buffer.push(res.x)
+        e_pos, e_neg = e_pos.detach(), e_neg.detach()
         return {"e_pos": float(e_pos.mean()), "e_neg": float(e_neg.mean()),
-                "gap": float(e_pos.mean() - e_neg.mean()), "loss": float(loss), "loss_main": float(main),
-                "loss_reg": float(reg), "grad_norm": gn, **parts}
+                "gap": float(e_pos.mean() - e_neg.mean()), "loss": float(loss.detach()),
+                "loss_main": float(main.detach()), "loss_reg": float(reg.detach()), "grad_norm": gn, **parts}
 
     def check_divergence(self, row: dict) -> None:
         lim = self.hp.train.max_abs_energy

@@ -1,6 +1,8 @@
 # Shared paths and helpers for all rule files (globals PARAMS, SETTING, PREFIX, PY come from the Snakefile).
 import os
 
+from ebm_repro.config import resolve
+
 S = PARAMS["settings"][SETTING]
 DATASET = S["dataset"]
 THREADS = S.get("threads", 1)
@@ -22,3 +24,12 @@ wildcard_constraints:
 def outdir(path):
     """Folder of an output file, for commands that write several files."""
     return os.path.dirname(path)
+
+
+def training_hash(wildcards):
+    """Changes when a hyperparameter that affects training changes: Snakemake then reruns the job."""
+    return resolve(PARAMS, wildcards.variant, setting=SETTING, validated=True).training_hash()
+
+
+def sampling_hash(wildcards):
+    return resolve(PARAMS, wildcards.variant, setting=SETTING, validated=True).hash("test_sampling")

@@ -6,13 +6,17 @@ rule make_inception_table:
     input:
         metrics=[f"{PREFIX}results/metrics/{k}.json" for k in ROW_KEYS],
         grids=[f"{PREFIX}results/figures/samples_{k.replace('/', '_')}.png" for k in ROW_KEYS],
+        checksums=rules.prepare_dataset.output.checksums,
     output:
         f"{PREFIX}results/tables/inception.md",
     log:
         f"{PREFIX}logs/make_inception_table.log",
+    params:
+        rows=ROWS,
     threads: 1
     shell:
-        "{CLI} table-inception {ARGS} --metrics {input.metrics} --out {output} > {log} 2>&1"
+        "{CLI} table-inception {ARGS} --metrics {input.metrics} --data-checksums {input.checksums} "
+        "--out {output} > {log} 2>&1"
 
 
 INCEPTION_TARGETS = rules.make_inception_table.output

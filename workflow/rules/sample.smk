@@ -6,6 +6,8 @@ rule sample_model:
         f"{PREFIX}results/samples/{{variant}}/{{mode}}.npz",
     log:
         f"{PREFIX}logs/sample_{{variant}}_{{mode}}.log",
+    params:
+        sampling_hash=sampling_hash,
     threads: THREADS
     resources:
         gpu=1,
@@ -26,6 +28,7 @@ rule compute_metrics:
         f"{PREFIX}logs/metrics_{{variant}}_{{mode}}.log",
     params:
         data=lambda w, input: outdir(input.reference),
+        metrics=S["metrics"],
     threads: THREADS
     resources:
         gpu=1,

@@ -12,6 +12,7 @@ rule train_model:
     params:
         data=lambda w, input: outdir(input.train),
         out=lambda w, output: outdir(output.model),
+        training_hash=training_hash,
     threads: THREADS
     resources:
         gpu=1,
