@@ -353,6 +353,7 @@ def check_run_config(cfg: RunConfig) -> None:
 
 
 def load_params(path: str | Path = PARAMS_PATH) -> dict:
+    """Read and validate params.yaml (default: the repository's)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path} not found; run from the repository root or pass --params")

@@ -1,6 +1,161 @@
-"""Particle-dynamics (E10) config; owned by the particle module."""
+"""Particle-dynamics (E10) config: frozen dataclasses built from params.yaml's `particle:` block.
+
+Layout of the block: `paper:` holds every key (paper scale); `smoke:` holds overrides merged on top.
+The JSON schema is generated from these dataclasses with config.dataclass_schema.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+from ebm_repro.config import ConfigError, _build, _deep_merge, _enum, _pos, dataclass_schema
+
+MODELS = ("feedforward", "ebm_ld", "ebm_mppi")  # (a) regressor, (b) EBM + Langevin, (c) EBM + MPPI
+CONTEXT = 3  # past positions given to every model (IGEBM §5.1)
+
+
+@dataclass(frozen=True)
+class PhysicsConfig:
+    """One ball in a square box; units: box side = 1 length unit, time in seconds."""
+    box_size: float = _pos()
+    radius: float = _pos()            # the ball's centre stays in [radius, box_size - radius]
+    dt: float = _pos()                # seconds between two recorded positions
+    substeps: int = _pos()            # integration substeps per recorded step
+    drag: float = _pos(minimum=0)     # quadratic air drag c: dv/dt = -c |v| v   (1/length)
+    friction: float = _pos(minimum=0)  # Coulomb rolling friction deceleration mu*g (length/s^2)
+    speed_min: float = _pos(minimum=0)  # initial speed ~ U(speed_min, speed_max) (length/s)
+    speed_max: float = _pos()
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    n_train: int = _pos()
+    n_test: int = _pos()
+    n_steps: int = _pos()   # recorded positions per trajectory
+    seed: int = _pos(minimum=0)
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Fig. 15c: FC width -> self-attention -> Conv1D channels -> Conv1D channels -> dense."""
+    width: int = _pos()
+    channels: int = _pos()
+    kernel_size: int = _pos()
+    slope: float = _pos(minimum=0, maximum=1)  # leaky ReLU slope (IGEBM: piecewise-linear activations)
+    rel_scale: float = _pos(minimum=0)  # >0: also feed (x - last observed x) / rel_scale per step; 0 = positions only
+    ff_residual: bool                   # feed-forward outputs last position + rel_scale * dense (else the position)
+
+
+@dataclass(frozen=True)
+class LangevinConfig:
+    """x <- x - step_size * clip(dE/dx) + N(0, noise_std); chains start at the last observed position."""
+    n_steps: int = _pos()
+    step_size: float = _pos()
+    noise_std: float = _pos(minimum=0)
+    grad_clip: float = _pos(minimum=0)  # per-element clip of dE/dx; 0 = off
+
+
+@dataclass(frozen=True)
+class MPPIConfig:
+    """IGEBM Eq. 5: x <- sum_i softmax(-E(x_i)) x_i, x_i = x + N(0, noise_std), i = 1..n_samples."""
+    n_steps: int = _pos()
+    n_samples: int = _pos()
+    noise_std: float = _pos()
+
+
+@dataclass(frozen=True)
+class ItersConfig:
+    """Training iterations per model kind (keys = MODELS)."""
+    feedforward: int = _pos()
+    ebm_ld: int = _pos()
+    ebm_mppi: int = _pos()
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = _pos()
+    n_iters: ItersConfig
+    lr: float = _pos()
+    beta1: float = _pos(minimum=0, exclusiveMaximum=1)
+    beta2: float = _pos(minimum=0, exclusiveMaximum=1)
+    ml_weighting: str = _enum("softmax", "mean")  # softmax: IGEBM Eq. 8; mean: contrastive divergence
+    kl_coeff: float = _pos(minimum=0)   # weight of L_KL (Eq. 9)
+    l2_coeff: float = _pos(minimum=0)   # weight of L_Reg (Eq. 10)
+    n_seeds: int = _pos()               # training seeds 0..n_seeds-1
+    log_every: int = _pos()
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    horizon: int = _pos()     # rollout length (steps fed back)
+    n_starts: int = _pos()    # rollout start times per test trajectory, evenly spaced
+    batch_size: int = _pos()
+    seed: int = _pos(minimum=0)   # sampler noise at test time
+
+
+@dataclass(frozen=True)
+class ParticleConfig:
+    threads: int = _pos()
+    physics: PhysicsConfig
+    data: DataConfig
+    net: NetConfig
+    langevin: LangevinConfig
+    mppi: MPPIConfig
+    train: TrainConfig
+    eval: EvalConfig
+
+    def section_hash(self, *sections: str) -> str:
+        """Short stable hash of some sections (for provenance and Snakemake params)."""
+        d = {s: dataclasses.asdict(getattr(self, s)) for s in sections}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+    def train_hash(self, kind: str) -> str:
+        """Hash of what changes one model kind's training (its own sampler and iteration count only)."""
+        d = {s: dataclasses.asdict(getattr(self, s)) for s in ("physics", "data", "net", "train")}
+        d["train"]["n_iters"] = getattr(self.train.n_iters, kind)
+        d["sampler"] = {"ebm_ld": dataclasses.asdict(self.langevin), "ebm_mppi": dataclasses.asdict(self.mppi)}.get(kind)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def particle_schema() -> dict:
     """JSON schema of params.yaml's `particle:` section."""
-    return {"type": "object"}
+    return {
+        "type": "object", "additionalProperties": False, "required": ["paper", "smoke"],
+        "properties": {"paper": dataclass_schema(ParticleConfig),
+                       "smoke": dataclass_schema(ParticleConfig, partial=True)},
+    }
+
+
+def check_particle_config(cfg: ParticleConfig, setting: str) -> None:
+    """Cross-key rules; raise ConfigError naming the key."""
+    where = f"particle ({setting} setting)"
+    p, d, e = cfg.physics, cfg.data, cfg.eval
+    if 2 * p.radius >= p.box_size:
+        raise ConfigError(f"physics.radius must be < box_size / 2 in {where}")
+    if p.speed_min > p.speed_max:
+        raise ConfigError(f"physics.speed_min > physics.speed_max in {where}")
+    # Reflection handles one wall crossing per substep; faster balls would tunnel.
+    if p.speed_max * p.dt / p.substeps >= p.box_size - 2 * p.radius:
+        raise ConfigError(f"physics: speed_max * dt / substeps must be below the free box width in {where}; "
+                          f"raise substeps")
+    if CONTEXT + e.horizon > d.n_steps:
+        raise ConfigError(f"eval.horizon ({e.horizon}) + {CONTEXT} > data.n_steps ({d.n_steps}) in {where}")
+    if cfg.net.ff_residual and cfg.net.rel_scale == 0:
+        raise ConfigError(f"net.ff_residual needs net.rel_scale > 0 (the residual's scale) in {where}")
+    if d.n_steps <= CONTEXT:
+        raise ConfigError(f"data.n_steps must exceed {CONTEXT} in {where}")
+
+
+def particle_config(params: dict, setting: str) -> ParticleConfig:
+    """Resolve the particle block for one setting (smoke = paper + smoke overrides)."""
+    if setting not in ("paper", "smoke"):
+        raise ConfigError(f"unknown setting {setting!r}; choose paper or smoke")
+    if "particle" not in params:
+        raise ConfigError("params.yaml has no `particle:` block")
+    block = params["particle"]
+    d = block["paper"] if setting == "paper" else _deep_merge(block["paper"], block.get("smoke"))
+    cfg = _build(ParticleConfig, d)
+    check_particle_config(cfg, setting)
+    return cfg
