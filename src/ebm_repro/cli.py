@@ -63,7 +63,8 @@ def cmd_train(a) -> None:
     from ebm_repro.train import train
 
     cfg = C.resolve(_params(a), a.variant)
-    summary = train(cfg, Path(a.data), Path(a.out), device=a.device)
+    summary = train(cfg, Path(a.data), Path(a.out), device=a.device,
+                    feature_net=Path(a.feature_net) if a.feature_net else None)
     print(json.dumps(summary, indent=1, default=str))
 
 
@@ -174,6 +175,8 @@ def main(argv: list[str] | None = None) -> None:
         _common(sp)
         for arg in args:
             sp.add_argument("--" + arg.replace("_", "-"), required=True)
+        if name == "train":
+            sp.add_argument("--feature-net", help="feature network for train.eval_every > 0")
         if name == "table-inception":
             sp.add_argument("--metrics", nargs="+", required=True)
         sp.set_defaults(fn=fn)

@@ -116,6 +116,8 @@ class TrainConfig:
     log_every: int = _pos()
     max_abs_energy: float = _pos(minimum=0)  # ICD code aborts when |mean E(x+)| > 10; 0 = off
     seed: int = _pos(minimum=0)
+    eval_every: int = _pos(minimum=0)    # IS/FID of the replay buffer every N steps (E4 curves); 0 = off
+    eval_n_samples: int = _pos()         # buffer samples scored at each evaluation
 
 
 @dataclass(frozen=True)
@@ -346,6 +348,9 @@ def check_run_config(cfg: RunConfig) -> None:
                           f"set optim.ema_decay (ICD: 0.9999 paper, 0.99 code) or use_ema: false")
     if hp.model.multiscale and hp.model.image_size % 4:
         raise ConfigError(f"model.multiscale needs image_size divisible by 4 in {where}")
+    if hp.train.eval_every and hp.train.eval_n_samples > hp.buffer.size:
+        raise ConfigError(f"train.eval_n_samples ({hp.train.eval_n_samples}) > buffer.size ({hp.buffer.size}) "
+                          f"in {where}: the evaluation scores buffer samples")
     if hp.train.snapshot_every * hp.train.n_snapshots > hp.train.n_iters:
         raise ConfigError(f"train.snapshot_every * train.n_snapshots ({hp.train.snapshot_every} x "
                           f"{hp.train.n_snapshots}) exceeds train.n_iters ({hp.train.n_iters}) in {where}: "

@@ -6,6 +6,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 import yaml
@@ -160,13 +161,22 @@ class Trainer:
                                    f"at step {self.step}")
 
     # ------------------------------------------------------------------ loop
-    def run(self, stop_after: int | None = None, progress: bool = True) -> dict:
-        """Train to n_iters (or `stop_after` more steps); returns the final summary."""
+    def buffer_images(self, n: int) -> torch.Tensor:
+        """The n most recently stored buffer samples as uint8 (N, H, W, C), without touching any RNG."""
+        return self.buffer.data[: self.buffer.count][-n:].permute(0, 2, 3, 1).contiguous()
+
+    def run(self, stop_after: int | None = None, progress: bool = True,
+            evaluate: Callable[["Trainer"], dict] | None = None) -> dict:
+        """Train to n_iters (or `stop_after` more steps); returns the final summary.
+
+        `evaluate(trainer) -> dict` is called every train.eval_every steps; its numbers join the log row.
+        """
         tc = self.hp.train
         end = tc.n_iters if stop_after is None else min(tc.n_iters, self.step + stop_after)
         t0, s0 = time.time(), self.step
         while self.step < end:
-            log_now = (self.step + 1) % tc.log_every == 0 or self.step + 1 == tc.n_iters
+            eval_now = evaluate is not None and tc.eval_every > 0 and (self.step + 1) % tc.eval_every == 0
+            log_now = (self.step + 1) % tc.log_every == 0 or self.step + 1 == tc.n_iters or eval_now
             row = self.train_step(want_grad_parts=log_now)
             self.step += 1
             try:
@@ -175,6 +185,10 @@ class Trainer:
                 return self._diverged(str(e))
             if log_now:
                 row.update(step=self.step, sec_per_iter=(time.time() - t0) / max(self.step - s0, 1))
+                if eval_now:
+                    rng = ck.rng_state()  # evaluation must not change the training's random stream
+                    row.update(evaluate(self))
+                    ck.set_rng_state(rng)
                 self.log.append(row)
                 if progress:
                     print(f"[{self.cfg.variant}] step {self.step}/{tc.n_iters} E+ {row['e_pos']:+.4f} "
@@ -237,10 +251,32 @@ class Trainer:
         return {**summary, "finished": True}
 
 
+def buffer_evaluator(cfg: RunConfig, data_dir: Path, feature_net: Path) -> Callable[[Trainer], dict]:
+    """IS / FID of the replay buffer's newest samples (the chains being trained on) with the feature net."""
+    from ebm_repro.metrics import compute_inception_metrics
+
+    mc, n = cfg.metrics, cfg.hp.train.eval_n_samples
+    reference, _ = load_split(Path(data_dir) / f"{mc.fid_reference}.npz")
+
+    def evaluate(t: Trainer) -> dict:
+        images = t.buffer_images(n).numpy()
+        m = compute_inception_metrics(images, reference, mc.feature_net, Path(feature_net),
+                                      n_splits=min(mc.n_splits, max(len(images) // 10, 1)),
+                                      batch_size=mc.batch_size, device=str(t.dev), kid=False)
+        return {"eval_IS": m["IS_mean"], "eval_FID": m["FID"], "eval_n": len(images)}
+
+    return evaluate
+
+
 def train(cfg: RunConfig, data_dir: Path, out_dir: Path, device: str = "auto", progress: bool = True,
-          stop_after: int | None = None) -> dict:
+          stop_after: int | None = None, feature_net: Path | None = None) -> dict:
     """Train (resuming from out_dir/ckpt/last.pt when present) and write out_dir/model.pt."""
     t = Trainer(cfg, data_dir, out_dir, device)
     if t.resume() and progress:
         print(f"[{cfg.variant}] resumed from step {t.step}", flush=True)
-    return t.run(stop_after=stop_after, progress=progress)
+    evaluate = None
+    if cfg.hp.train.eval_every > 0:
+        if feature_net is None:
+            raise ValueError("train.eval_every > 0 needs the feature network (--feature-net)")
+        evaluate = buffer_evaluator(cfg, data_dir, feature_net)
+    return t.run(stop_after=stop_after, progress=progress, evaluate=evaluate)

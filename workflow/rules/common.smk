@@ -33,3 +33,8 @@ def training_hash(wildcards):
 
 def sampling_hash(wildcards):
     return resolve(PARAMS, wildcards.variant, setting=SETTING, validated=True).hash("test_sampling")
+
+
+def eval_every(wildcards):
+    """Periodic buffer IS/FID during training (stability curves) needs the feature network as input."""
+    return resolve(PARAMS, wildcards.variant, setting=SETTING, validated=True).hp.train.eval_every

@@ -2,6 +2,7 @@ rule train_model:
     """Train one variant; resumes from results/train/<variant>/ckpt/last.pt after an interruption."""
     input:
         train=rules.prepare_dataset.output.train,
+        feature_net=lambda w: FEATURE_NET if eval_every(w) else [],
     output:
         model=f"{PREFIX}results/train/{{variant}}/model.pt",
         log_csv=f"{PREFIX}results/train/{{variant}}/train_log.csv",
@@ -13,9 +14,10 @@ rule train_model:
         data=lambda w, input: outdir(input.train),
         out=lambda w, output: outdir(output.model),
         training_hash=training_hash,
+        feature_net=lambda w, input: f"--feature-net {input.feature_net}" if eval_every(w) else "",
     threads: THREADS
     resources:
         gpu=1,
     shell:
         "{CLI} train {ARGS} --threads {threads} --variant {wildcards.variant} "
-        "--data {params.data} --out {params.out} > {log} 2>&1"
+        "--data {params.data} --out {params.out} {params.feature_net} > {log} 2>&1"
