@@ -87,7 +87,9 @@ def inception_table(metrics: list[dict], rows: list[dict]) -> str:
                      m.get("n_samples", 0), m["train_step"], sampling, m["preset"]])
     head = ["Model", "IS (this run)", "FID (this run)", "KID (this run)", "IS (paper)", "FID (paper)",
             "paper source", "#samples", "train steps", "test-time sampling", "preset"]
-    m0 = metrics[0]
+    # conventions come from a row that was scored (a diverged row has no metric fields)
+    m0 = next((m for m in metrics if not m.get("diverged")), {**metrics[0], "n_reference": "n/a",
+                                                                "weights_sha256": "n/a (nothing scored)"})
     lines = [f"# CIFAR-10-style generation: Inception Score and FID ({m0['setting']} setting)", "",
              tabulate(body, headers=head, tablefmt="github"), "",
              "## Metric conventions", ""]
