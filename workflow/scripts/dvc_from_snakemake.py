@@ -72,7 +72,7 @@ def dvc_stages(setting: str) -> dict:
         outs, metrics, plots = [], [], []
         for o in job["output"]:
             if o.endswith("train_log.csv"):
-                plots.append({o: {"x": "step", "y": ["gap", "e_pos", "e_neg"], "cache": False}})
+                plots.append({o: {"x": "step", "y": "gap", "cache": False}})  # E(x+) - E(x-) over training
             elif o.endswith(".json") and ("/metrics/" in o or o.endswith("train_summary.json")):
                 metrics.append({o: {"cache": False}})
             elif job["rule"] in PERSIST_RULES:
@@ -80,7 +80,9 @@ def dvc_stages(setting: str) -> dict:
             else:
                 outs.append(o)
         stage = {"cmd": cmd, "deps": [*job["input"], "src/ebm_repro"],
-                 "params": _params_for(job, params, setting), "outs": outs}
+                 "params": _params_for(job, params, setting)}
+        if outs:
+            stage["outs"] = outs
         if metrics:
             stage["metrics"] = metrics
         if plots:
