@@ -133,8 +133,9 @@ def cmd_plot_samples(a) -> None:
     names = CIFAR10_CLASSES if p["settings"][p["setting"]]["dataset"] == "cifar10" else None
     save_grid(z["images"], z["labels"], Path(a.out), title, per_class=a.mode == "conditional",
               class_names=names)
-    write_provenance(Path(a.out), [Path(a.samples)], {"variant": a.variant, "mode": a.mode,
-                                                      "train_step": info["train_step"]})
+    write_provenance(Path(a.out), [Path(a.samples)], {
+        "variant": a.variant, "mode": a.mode, "train_step": info["train_step"], "setting": p["setting"],
+        "preset": p["preset"], "config_hash": C.resolve(p, a.variant).hash(), "diverged": info["diverged"]})
 
 
 def cmd_table_inception(a) -> None:
