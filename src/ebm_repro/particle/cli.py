@@ -1,0 +1,127 @@
+"""E10 command line: `python -m ebm_repro.particle.cli {simulate,train,evaluate,report} --setting paper|smoke ...`."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ebm_repro.config import PARAMS_PATH, ConfigError, load_params
+from ebm_repro.particle.config import MODELS, ParticleConfig, particle_config
+
+
+def _config(args) -> ParticleConfig:
+    return particle_config(load_params(args.params), args.setting)
+
+
+def cmd_simulate(args) -> None:
+    from ebm_repro.particle.simulate import make_dataset, save_dataset
+
+    cfg = _config(args)
+    t0 = time.perf_counter()
+    arrays = make_dataset(cfg.physics, cfg.data)
+    meta = {"setting": args.setting, "physics": dataclasses.asdict(cfg.physics),
+            "data": dataclasses.asdict(cfg.data), "hash": cfg.section_hash("physics", "data")}
+    save_dataset(Path(args.out), arrays, meta)
+    print(f"simulated train {arrays['train'].shape} test {arrays['test'].shape} "
+          f"in {time.perf_counter() - t0:.1f}s -> {args.out}")
+
+
+def cmd_train(args) -> None:
+    from ebm_repro.particle.simulate import load_dataset
+    from ebm_repro.particle.train import train
+
+    cfg = _config(args)
+    data, meta = load_dataset(Path(args.data))
+    if meta["hash"] != cfg.section_hash("physics", "data"):
+        raise ConfigError(f"{args.data} was simulated with other physics/data params; re-run simulate")
+    t0 = time.perf_counter()
+    model, history = train(args.model, cfg, data["train"], args.seed, log=lambda s: print(s, flush=True))
+    seconds = time.perf_counter() - t0
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"kind": args.model, "seed": args.seed, "state_dict": model.state_dict(),
+                "config": dataclasses.asdict(cfg), "train_hash": cfg.train_hash(args.model),
+                "seconds": seconds}, args.out)
+    Path(args.history).write_text(json.dumps({"kind": args.model, "seed": args.seed, "seconds": seconds,
+                                              "history": history}, indent=1) + "\n")
+    print(f"trained {args.model} seed {args.seed} in {seconds:.1f}s -> {args.out}")
+
+
+def cmd_evaluate(args) -> None:
+    from ebm_repro.particle.evaluate import rollout_mse, start_times
+    from ebm_repro.particle.models import build_model
+    from ebm_repro.particle.simulate import load_dataset
+
+    cfg = _config(args)
+    data, _ = load_dataset(Path(args.data))
+    mses, seeds = [], []
+    for path in args.ckpts:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        if ck["kind"] != args.model or ck["train_hash"] != cfg.train_hash(args.model):
+            raise ConfigError(f"{path} is not a {args.model} model trained with the current params; retrain it")
+        model = build_model(args.model, cfg.net, cfg.physics.box_size)
+        model.load_state_dict(ck["state_dict"])
+        t0 = time.perf_counter()
+        mses.append(rollout_mse(args.model, model, data["test"], cfg))  # (N, n_starts, H)
+        seeds.append(ck["seed"])
+        print(f"{args.model} seed {ck['seed']}: 1-step MSE {mses[-1][..., 0].mean():.3e}, "
+              f"{cfg.eval.horizon}-step {mses[-1][..., -1].mean():.3e} ({time.perf_counter() - t0:.1f}s)")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "wb") as f:
+        np.savez_compressed(f, mse=np.stack(mses), seeds=np.array(seeds), kind=np.array(args.model),
+                            starts=start_times(data["test"].shape[1], cfg.eval.horizon, cfg.eval.n_starts))
+
+
+def cmd_report(args) -> None:
+    from ebm_repro.particle.report import baseline_curves, load_rollouts, write_figure, write_summary, write_table
+    from ebm_repro.particle.simulate import load_dataset
+
+    cfg = _config(args)
+    runs = load_rollouts([Path(p) for p in args.rollouts])
+    refs = baseline_curves(load_dataset(Path(args.data))[0]["test"], cfg)
+    write_table(runs, refs, cfg, args.setting, Path(args.table))
+    write_figure(runs, refs, cfg, args.setting, Path(args.figure_png), Path(args.figure_pdf))
+    write_summary(runs, refs, Path(args.summary))
+    print(Path(args.table).read_text())
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m ebm_repro.particle.cli", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    cmds = {}
+    for name, fn in [("simulate", cmd_simulate), ("train", cmd_train), ("evaluate", cmd_evaluate),
+                     ("report", cmd_report)]:
+        p = sub.add_parser(name)
+        p.add_argument("--setting", choices=["paper", "smoke"], required=True)
+        p.add_argument("--params", default=str(PARAMS_PATH))
+        p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+        cmds[name] = (p, fn)
+    cmds["simulate"][0].add_argument("--out", required=True)
+    for name in ("train", "evaluate"):
+        p = cmds[name][0]
+        p.add_argument("--model", choices=MODELS, required=True)
+        p.add_argument("--data", required=True)
+        p.add_argument("--out", required=True)
+    cmds["train"][0].add_argument("--seed", type=int, required=True)
+    cmds["train"][0].add_argument("--history", required=True)
+    cmds["evaluate"][0].add_argument("--ckpts", nargs="+", required=True)
+    rp = cmds["report"][0]
+    rp.add_argument("--rollouts", nargs="+", required=True)
+    rp.add_argument("--data", required=True, help="trajectories, for the learning-free reference rows")
+    for opt in ("--table", "--figure-png", "--figure-pdf", "--summary"):
+        rp.add_argument(opt, required=True)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        cmds[args.command][1](args)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
