@@ -186,7 +186,7 @@ def test_shapes_default_sizes(monkeypatch):
 
 
 def test_load_split_errors_name_file_and_fix(tmp_path):
-    with pytest.raises(DatasetError, match="does not exist.*prepare-data"):
+    with pytest.raises(DatasetError, match="does not exist.*prepare_dataset rule"):
         load_split(tmp_path / "train.npz")
     (tmp_path / "train.npz").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(DatasetError, match="corrupt.*delete it"):
@@ -206,3 +206,81 @@ def test_image_dataset_dequantisation(tmp_path):
     u = xs * 256 - k
     assert 0.45 < u.mean() < 0.55 and u.std() > 0.25  # U(0, 1): mean 1/2, std 0.289
     assert not torch.equal(deq[0][0], deq[0][0])  # fresh noise on every access
+
+
+# ---------------------------------------------------------------- MNIST (ICD App. D.1) and its smoke stand-in
+def _idx(arr: np.ndarray) -> bytes:
+    """LeCun's idx format written independently of the reader: 0, 0, type 0x08, ndim, big-endian sizes, bytes."""
+    return bytes([0, 0, 0x08, arr.ndim]) + np.asarray(arr.shape, ">u4").tobytes() + arr.astype(np.uint8).tobytes()
+
+
+def _make_fake_mnist(raw_dir, n_train: int = 12, n_test: int = 5, seed: int = 0) -> dict:
+    """Write the four gzipped idx files under their real names; return arrays and their md5s."""
+    import gzip
+    rng = np.random.default_rng(seed)
+    arrays = {"train_images": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+              "train_labels": rng.integers(0, 10, n_train).astype(np.uint8),
+              "test_images": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+              "test_labels": rng.integers(0, 10, n_test).astype(np.uint8)}
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    md5s = {}
+    for key, (name, _) in DATASETS["mnist"]["files"].items():
+        (raw_dir / name).write_bytes(gzip.compress(_idx(arrays[key]), mtime=0))
+        md5s[key] = (name, _md5(raw_dir / name))
+    return {"arrays": arrays, "files": md5s}
+
+
+def test_mnist_spec_matches_installed_torchvision():
+    from torchvision.datasets import MNIST
+    assert dict(DATASETS["mnist"]["files"].values()) == dict(MNIST.resources)
+    assert list(DATASETS["mnist"]["mirrors"]) == list(MNIST.mirrors)
+
+
+def test_fake_mnist_archives_convert_to_nhwc_gray(tmp_path, monkeypatch):
+    fake = _make_fake_mnist(tmp_path / "raw")
+    monkeypatch.setitem(DATASETS["mnist"], "files", fake["files"])
+    _no_network(monkeypatch)  # the files are present: nothing is downloaded
+    info = prepare_dataset("mnist", tmp_path)
+    x, y = load_split(tmp_path / "train.npz")
+    assert x.shape == (12, 28, 28, 1) and x.dtype == np.uint8 and y.dtype == np.int64
+    np.testing.assert_array_equal(x[..., 0], fake["arrays"]["train_images"])
+    np.testing.assert_array_equal(y, fake["arrays"]["train_labels"])
+    assert load_split(tmp_path / "test.npz")[0].shape == (5, 28, 28, 1)
+    assert info["source"]["n_train"] == 12 and set(info) == {"train.npz", "test.npz", "source"}
+
+
+def test_mnist_download_falls_back_to_the_next_mirror(tmp_path, monkeypatch):
+    fake = _make_fake_mnist(tmp_path / "src")
+    monkeypatch.setitem(DATASETS["mnist"], "files", fake["files"])
+    tried = []
+
+    def urlopen(url, timeout=None):
+        tried.append(url)
+        if url.startswith(DATASETS["mnist"]["mirrors"][0]):
+            raise urllib.error.URLError("mirror down")
+        return io.BytesIO((tmp_path / "src" / url.rsplit("/", 1)[1]).read_bytes())
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    prepare_dataset("mnist", tmp_path / "out")
+    assert len(tried) == 8 and load_split(tmp_path / "out" / "train.npz")[0].shape == (12, 28, 28, 1)
+
+
+def test_mnist_bad_md5_and_bad_idx_are_refused(tmp_path, monkeypatch):
+    fake = _make_fake_mnist(tmp_path / "raw")
+    files = dict(fake["files"], train_labels=(fake["files"]["train_labels"][0], "0" * 32))
+    monkeypatch.setitem(DATASETS["mnist"], "files", files)
+    with pytest.raises(DatasetError, match="md5"):
+        prepare_dataset("mnist", tmp_path)
+    with pytest.raises(DatasetError, match="not an idx file"):
+        D.read_idx(b"\x00\x00\x0d\x01" + b"\x00" * 8, "x")  # type 0x0d = float, not MNIST's bytes
+    good = _idx(np.zeros((2, 3), np.uint8))
+    with pytest.raises(DatasetError, match="header says"):
+        D.read_idx(good[:-1], "x")  # one byte short
+
+
+def test_gray_shapes_stand_in_is_mnist_shaped_balanced_and_deterministic(tmp_path):
+    a = prepare_dataset("shapes_gray28", tmp_path / "a", n_train=100, n_test=20)
+    b = prepare_dataset("shapes_gray28", tmp_path / "b", n_train=100, n_test=20)
+    assert a == b
+    x, y = load_split(tmp_path / "a" / "train.npz")
+    assert x.shape == (100, 28, 28, 1) and np.bincount(y).tolist() == [10] * 10
+    assert x.mean() < 128  # light shapes on a dark background, like MNIST digits

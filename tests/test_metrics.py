@@ -171,3 +171,15 @@ def test_download_inception_weights_offline(tmp_path, monkeypatch):
         download_inception_weights(dest)
     assert INCEPTION_WEIGHTS["url"] in str(e.value) and str(dest.resolve()) in str(e.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_grayscale_images_are_scored_as_their_rgb_copies(smoke):
+    """MNIST (ICD App. D.1): 1-channel images go to the feature net as the channel copied to R, G and B."""
+    x, ref, clf, _ = smoke
+    gray = x[:100].mean(-1, keepdims=True).round().astype(np.uint8)  # (100, 32, 32, 1)
+    rgb = np.repeat(gray, 3, axis=-1)
+    a = compute_inception_metrics(gray, ref, "smoke_classifier", clf, n_splits=5, kid=False)
+    b = compute_inception_metrics(rgb, ref, "smoke_classifier", clf, n_splits=5, kid=False)
+    assert (a["IS_mean"], a["FID"]) == (b["IS_mean"], b["FID"])
+    with pytest.raises(MetricsError, match="3 or 1"):
+        compute_inception_metrics(x[:20, :, :, :2].copy(), ref, "smoke_classifier", clf, n_splits=2, kid=False)

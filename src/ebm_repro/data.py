@@ -1,6 +1,11 @@
-"""Datasets as uint8 NHWC .npz splits: CIFAR-10 (md5-checked download) and the procedural smoke set "shapes"."""
+"""Datasets as uint8 NHWC .npz splits: CIFAR-10 and MNIST (md5-checked downloads) and procedural smoke stand-ins.
+
+    python -m ebm_repro.data --dataset mnist --out data/mnist     # what the workflow's prepare_dataset rule runs
+"""
 from __future__ import annotations
 
+import argparse
+import gzip
 import hashlib
 import http.client
 import json
@@ -18,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ebm_repro.checkpoint import atomic_write
+from ebm_repro.config import DATASET_SHAPES
 
 
 class DatasetError(RuntimeError):
@@ -48,9 +54,26 @@ DATASETS: dict[str, dict] = {
         "n_test": 1000,
         "classes": SHAPE_CLASSES,
     },
+    "mnist": {  # ICD App. D.1 (E15); files, mirrors and md5s as torchvision.datasets.MNIST lists them
+        "kind": "download",
+        "mirrors": ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+        "files": {"train_images": ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+                  "train_labels": ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+                  "test_images": ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+                  "test_labels": ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c")},
+        "classes": tuple(str(d) for d in range(10)),
+    },
+    "shapes_gray28": {  # smoke stand-in for MNIST: the shapes classes, light on dark, 28x28x1
+        "kind": "generated",
+        "generator": "ebm_repro.data.make_gray_shapes",
+        "version": 1,
+        "n_train": 5000,
+        "n_test": 1000,
+        "classes": SHAPE_CLASSES,
+    },
 }
 
-IMAGE_SHAPE = (32, 32, 3)
+IMAGE_SHAPE = DATASET_SHAPES["cifar10"]
 _CHUNK = 1 << 20
 
 
@@ -78,9 +101,9 @@ def _write_npz(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
 
 
 def load_split(path) -> tuple[np.ndarray, np.ndarray]:
-    """Read a split written by prepare_dataset: images uint8 (N, H, W, 3), labels int64 (N,)."""
+    """Read a split written by prepare_dataset: images uint8 (N, H, W, C) with C = 3 or 1, labels int64 (N,)."""
     path = Path(path)
-    fix = "rerun the prepare-data step (it rewrites the split)"
+    fix = "rerun the prepare_dataset rule (python -m ebm_repro.data; it rewrites the split)"
     if not path.is_file():
         raise DatasetError(f"dataset split {path} does not exist; {fix}")
     try:
@@ -88,8 +111,8 @@ def load_split(path) -> tuple[np.ndarray, np.ndarray]:
             images, labels = z["images"], z["labels"]
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
         raise DatasetError(f"dataset split {path} is unreadable or corrupt ({err!r}); delete it and {fix}") from err
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise DatasetError(f"{path}: images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}; "
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise DatasetError(f"{path}: images must be uint8 (N, H, W, 3 or 1), got {images.dtype} {images.shape}; "
                            f"delete it and {fix}")
     if labels.dtype != np.int64 or labels.shape != (len(images),):
         raise DatasetError(f"{path}: labels must be int64 ({len(images)},), got {labels.dtype} {labels.shape}; "
@@ -169,6 +192,66 @@ def _cifar10(out_dir: Path, n_train: int | None, n_test: int | None):
     return train, test, source
 
 
+# ---------------------------------------------------------------- MNIST
+IDX_UBYTE = 0x08  # idx type code of unsigned bytes, the only one MNIST uses
+
+
+def read_idx(raw: bytes, what: str) -> np.ndarray:
+    """Parse an idx file (LeCun's MNIST format): 2 zero bytes, type code, ndim, ndim big-endian uint32 sizes, data."""
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != IDX_UBYTE:
+        raise DatasetError(f"{what} is not an idx file of unsigned bytes (header {raw[:4].hex()}); delete it and rerun")
+    ndim = raw[3]
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DatasetError(f"{what}: header says {dims} = {int(np.prod(dims))} bytes, file holds {data.size}; "
+                           f"delete it and rerun")
+    return data.reshape(dims)
+
+
+def _fetch_verified(name: str, md5: str, mirrors, raw_dir: Path) -> Path:
+    """The file raw_dir/name with the expected md5: reused if present, else downloaded from the first working mirror."""
+    dest = raw_dir / name
+    if not dest.is_file():
+        errors = []
+        for base in mirrors:
+            try:
+                _download(base + name, dest)
+                break
+            except DatasetError as err:
+                errors.append(str(err))
+        else:
+            raise DatasetError(f"could not download {name} from any mirror ({'; '.join(mirrors)}). Without network "
+                               f"access, fetch it elsewhere and place it at exactly {dest.resolve()}, then rerun.\n"
+                               + "\n".join(errors))
+    _verify_md5(dest, md5, mirrors[0] + name)
+    return dest
+
+
+def _mnist(out_dir: Path, n_train: int | None, n_test: int | None):
+    """Verified idx archives -> (train, test, source); images (N, 28, 28, 1) uint8, labels (N,) int64."""
+    spec = DATASETS["mnist"]
+    arrays = {}
+    for key, (name, md5) in spec["files"].items():
+        path = _fetch_verified(name, md5, spec["mirrors"], out_dir / "raw")
+        try:
+            raw = gzip.decompress(path.read_bytes())
+        except (OSError, EOFError) as err:
+            raise DatasetError(f"{path} passed its md5 check but is not gzip ({err!r}); delete it and rerun") from err
+        arrays[key] = read_idx(raw, str(path))
+    splits = []
+    for split, n in (("train", n_train), ("test", n_test)):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise DatasetError(f"MNIST {split}: images {images.shape} and labels {labels.shape} do not pair up")
+        images, labels = images[:n, :, :, None], labels[:n].astype(np.int64)  # (N, 28, 28, 1); n=None keeps all
+        splits.append((np.ascontiguousarray(images), labels))
+    source = {"name": "mnist", "mirrors": list(spec["mirrors"]),
+              "files": {name: md5 for name, md5 in spec["files"].values()},
+              "n_train": len(splits[0][0]), "n_test": len(splits[1][0]), "classes": list(spec["classes"])}
+    return splits[0], splits[1], source
+
+
 # ---------------------------------------------------------------- shapes (smoke data)
 def _shape_mask(kind: int, dx: np.ndarray, dy: np.ndarray, s: float, period: int) -> np.ndarray:
     """Boolean (32, 32) mask of one shape; dx, dy are pixel offsets from its centre, s its half-size."""
@@ -223,15 +306,36 @@ def make_shapes(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarra
     return images, labels
 
 
-def _shapes(seed: int, n_train: int | None, n_test: int | None):
-    """Deterministic train/test shapes splits from independent streams of one seed."""
-    spec = DATASETS["shapes"]
+def make_gray_shapes(n: int, rng: np.random.Generator, size: int = 28) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST-shaped stand-in: n balanced shapes (n, size, size, 1) uint8, light on a dark background, labels (n,)."""
+    labels = rng.permutation(np.arange(n) % len(SHAPE_CLASSES)).astype(np.int64)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5  # (size, size) pixel centres
+    scale = size / 32  # same shapes relative to the frame as the 32x32 set
+    images = np.empty((n, size, size, 1), np.uint8)
+    for i, k in enumerate(labels):
+        s = rng.uniform(4.0, 12.0) * scale
+        cx, cy = rng.uniform(s * 0.7, size - s * 0.7, 2)
+        period = int(rng.integers(2, 5))
+        fg, bg = rng.uniform(170, 255), rng.uniform(0, 60)  # like MNIST's white strokes on black
+        mask = _shape_mask(int(k), xx - cx, yy - cy, s, period)
+        img = np.where(mask, fg, bg) + rng.normal(0.0, 12.0, (size, size))
+        images[i, :, :, 0] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    return images, labels
+
+
+def _shapes(seed: int, n_train: int | None, n_test: int | None, name: str = "shapes"):
+    """Deterministic train/test splits of a generated set from independent streams of one seed."""
+    spec = DATASETS[name]
     n_train = spec["n_train"] if n_train is None else n_train
     n_test = spec["n_test"] if n_test is None else n_test
     # Separate streams: the test split does not change when n_train does, and vice versa.
-    train = make_shapes(n_train, np.random.default_rng([seed, 0]))
-    test = make_shapes(n_test, np.random.default_rng([seed, 1]))
-    source = {"name": "shapes", "generator": spec["generator"], "version": spec["version"], "seed": seed,
+    if name == "shapes":
+        train = make_shapes(n_train, np.random.default_rng([seed, 0]))
+        test = make_shapes(n_test, np.random.default_rng([seed, 1]))
+    else:
+        train = make_gray_shapes(n_train, np.random.default_rng([seed, 0]))
+        test = make_gray_shapes(n_test, np.random.default_rng([seed, 1]))
+    source = {"name": name, "generator": spec["generator"], "version": spec["version"], "seed": seed,
               "n_train": n_train, "n_test": n_test, "classes": list(spec["classes"])}
     return train, test, source
 
@@ -246,11 +350,13 @@ def prepare_dataset(name: str, out_dir: Path, seed: int = 0, n_train: int | None
     out_dir.mkdir(parents=True, exist_ok=True)
     if name == "cifar10":
         train, test, source = _cifar10(out_dir, n_train, n_test)
+    elif name == "mnist":
+        train, test, source = _mnist(out_dir, n_train, n_test)
     else:
-        train, test, source = _shapes(seed, n_train, n_test)
+        train, test, source = _shapes(seed, n_train, n_test, name)
     info = {}
     for split, (images, labels) in (("train.npz", train), ("test.npz", test)):
-        assert images.dtype == np.uint8 and images.shape[1:] == IMAGE_SHAPE, images.shape
+        assert images.dtype == np.uint8 and images.shape[1:] == DATASET_SHAPES[name], images.shape
         _write_npz(out_dir / split, images, labels.astype(np.int64))
         info[split] = file_digest(out_dir / split)
     info["source"] = source
@@ -275,3 +381,21 @@ class ImageDataset(Dataset):
         # (k + u) / 256 with u ~ U(0, 1) fills each 8-bit bin continuously (methods.md); plain k / 255 otherwise.
         x = (k + torch.rand_like(k)) / 256.0 if self.dequantize else k / 255.0
         return x, int(self.labels[i])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Prepare one dataset by name (the workflow's prepare_dataset rule; any dataset a variant names)."""
+    ap = argparse.ArgumentParser(prog="python -m ebm_repro.data", description=main.__doc__)
+    ap.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    ap.add_argument("--out", required=True, help="folder for train.npz, test.npz, checksums.json")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the generated sets")
+    a = ap.parse_args(argv)
+    try:
+        info = prepare_dataset(a.dataset, Path(a.out), seed=a.seed)
+    except DatasetError as err:
+        raise SystemExit(f"error: {err}")
+    print(json.dumps(info, indent=1))
+
+
+if __name__ == "__main__":
+    main()

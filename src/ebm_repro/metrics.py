@@ -77,7 +77,7 @@ def download_inception_weights(dest: Path) -> dict:
 
 
 class _UInt8Images(Dataset):
-    """uint8 (N, H, W, 3) array -> uint8 (3, H, W) tensors, torch-fidelity's input convention."""
+    """uint8 (N, H, W, 3 or 1) array -> uint8 (3, H, W) tensors, torch-fidelity's input convention."""
 
     def __init__(self, images: np.ndarray):
         self.images = images
@@ -86,13 +86,15 @@ class _UInt8Images(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(self.images[i].transpose(2, 0, 1)))
+        x = torch.from_numpy(np.ascontiguousarray(self.images[i].transpose(2, 0, 1)))  # (C, H, W)
+        # grayscale (MNIST, ICD App. D.1): the usual convention for Inception features, the channel copied to RGB
+        return x.expand(3, -1, -1).contiguous() if x.shape[0] == 1 else x
 
 
 def _check_images(name: str, a: np.ndarray, n_splits: int) -> None:
-    if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.ndim != 4 or a.shape[-1] != 3:
+    if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.ndim != 4 or a.shape[-1] not in (1, 3):
         got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
-        raise MetricsError(f"{name} must be a uint8 array (N, H, W, 3), got {got}")
+        raise MetricsError(f"{name} must be a uint8 array (N, H, W, 3 or 1), got {got}")
     if len(a) < max(n_splits, 2):
         raise MetricsError(f"{name} has {len(a)} images; IS with {n_splits} splits and FID need at least "
                            f"{max(n_splits, 2)}")

@@ -28,6 +28,8 @@ PAPER = {
     "mlp2d": dict(arch="mlp2d", width=64, n_classes=0, spectral_norm=True, dropout=0.0, attention=False,
                   multiscale=False, activation="swish", norm="none", image_size=1, channels=2),
 }
+PAPER["igebm_resnet32_large_fig15b"] = dict(PAPER["igebm_resnet32_large"], arch="igebm_resnet32_large_fig15b",
+                                            dropout=0.0)  # preset paper_text: Fig. 15b as printed, no dropout
 TARGETS = {"igebm_resnet32_large": 18.6e6, "igebm_resnet32": 5.4e6, "icd_resnet": 6.6e6}  # methods.md (code)
 B = 3
 
@@ -58,7 +60,8 @@ ALL = [(a, c) for a in ARCHS for c in (False, True)]
 
 
 def test_archs_table():
-    assert set(ARCHS) == {"igebm_resnet32_large", "igebm_resnet32", "icd_resnet", "mlp2d"}
+    assert set(ARCHS) == {"igebm_resnet32_large", "igebm_resnet32_large_fig15b", "igebm_resnet32", "icd_resnet",
+                          "mlp2d"}
 
 
 @pytest.mark.parametrize("arch,conditional", ALL)
@@ -228,3 +231,27 @@ def test_params_yaml_variants_build(variant):
     assert model(x, y).shape == (B,)
     assert dataclasses.asdict(model.cfg) == dataclasses.asdict(cfg)
     assert isinstance(model, ICDResNet if cfg.arch == "icd_resnet" else IGEBMResNet)
+
+
+def test_icd_instance_norm_follows_the_code_rule():
+    """norm 'instance' (ICD code CondResBlock): InstanceNorm2d(affine) up to 128 channels, GroupNorm(32) above."""
+    from ebm_repro.models.layers import block_norm
+    x = torch.randn(2, 64, 5, 5) * 3 + 1
+    torch.testing.assert_close(block_norm("instance", 64)(x), nn.InstanceNorm2d(64, affine=True)(x))
+    wide = block_norm("instance", 256)
+    assert isinstance(wide, nn.GroupNorm) and wide.num_groups == 32
+    paper = block_norm("group", 64)
+    assert paper.num_groups == 32 and isinstance(block_norm("none", 64), nn.Identity)
+    net = make_model(ModelConfig(**dict(PAPER["icd_resnet"], norm="instance")))
+    groups = {m.num_channels: m.num_groups for m in net.modules() if isinstance(m, nn.GroupNorm)}
+    assert groups == {64: 64, 128: 128, 256: 32}
+    assert count_params(net) == count_params(make_model(ModelConfig(**PAPER["icd_resnet"])))
+
+
+def test_igebm_fig15b_keeps_the_last_stage_at_256_channels():
+    """Paper Fig. 15b (preset paper_text) vs code ResNet32Large: 128 -> 256 -> 256 instead of -> 512."""
+    paper = make_model(ModelConfig(**PAPER["igebm_resnet32_large_fig15b"]))
+    code = make_model(ModelConfig(**PAPER["igebm_resnet32_large"]))
+    assert [b.conv2.weight.shape[0] for b in paper.blocks] == [128] * 3 + [256] * 6
+    assert [b.conv2.weight.shape[0] for b in code.blocks][-1] == 512
+    assert paper.head.in_features == 256 and count_params(paper) < count_params(code) / 2

@@ -10,7 +10,8 @@ from ebm_repro.models import icd, igebm, mlp
 
 # Explicit table (no registration by import side effects): arch name -> constructor.
 ARCHS: dict[str, Callable[[ModelConfig], nn.Module]] = {
-    "igebm_resnet32_large": igebm.resnet32_large,  # IGEBM Fig. 15b / code ResNet32Large
+    "igebm_resnet32_large": igebm.resnet32_large,  # IGEBM code ResNet32Large (128 -> 256 -> 512)
+    "igebm_resnet32_large_fig15b": igebm.resnet32_large_fig15b,  # IGEBM Fig. 15b as printed (128 -> 256 -> 256)
     "igebm_resnet32": igebm.resnet32,              # IGEBM Fig. 15a / code ResNet32
     "icd_resnet": icd.ICDResNet,                   # ICD Tab. 4 (+ half/quarter-resolution nets)
     "mlp2d": mlp.MLPEnergy,                        # 2-D toy densities

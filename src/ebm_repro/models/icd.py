@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ebm_repro.config import ModelConfig
-from ebm_repro.models.layers import EnergyNet, SelfAttention, WSConv2d, group_norm, make_activation, spectral
+from ebm_repro.models.layers import EnergyNet, SelfAttention, WSConv2d, block_norm, make_activation, spectral
 
 ATTENTION_AFTER_STAGE = 1  # Tab. 4: self-attention after the second down block (8x8 for 32x32 inputs)
 
@@ -41,9 +41,8 @@ class ICDBlock(nn.Module):
             return spectral(plain) if cfg.spectral_norm else WSConv2d(channels, channels, 3, padding=1)
 
         self.conv1, self.conv2 = conv(), conv()
-        norm = cfg.norm == "group"  # paper App. C.1: group norm (code: instance norm for C <= 128)
-        self.norm1 = group_norm(channels) if norm else nn.Identity()
-        self.norm2 = group_norm(channels) if norm else nn.Identity()
+        # paper App. C.1: group norm; code: instance norm for C <= 128, group norm above (model.norm)
+        self.norm1, self.norm2 = block_norm(cfg.norm, channels), block_norm(cfg.norm, channels)
         self.film1 = FiLM(cfg.n_classes, channels) if cfg.n_classes else None
         self.film2 = FiLM(cfg.n_classes, channels) if cfg.n_classes else None
         self.dropout = nn.Dropout(cfg.dropout)

@@ -13,6 +13,8 @@ from ebm_repro.models.layers import EnergyNet, conv3x3, make_activation, require
 LARGE_BLOCKS = ((1, 1, True), (1, 1, False), (1, 1, False),
                 (1, 2, True), (2, 2, False), (2, 2, False),
                 (2, 4, True), (4, 4, False), (4, 4, False))
+# Paper Fig. 15b (unconditional): the same nine blocks, but the last stage stays at 2F = 256 channels.
+LARGE_BLOCKS_FIG15B = LARGE_BLOCKS[:6] + ((2, 2, True), (2, 2, False), (2, 2, False))
 # Code ResNet32 (conditional CIFAR-10, Fig. 15a): down 128, 128, down 256, 256, down 256, 256.
 COND_BLOCKS = ((1, 1, True), (1, 1, False),
                (1, 2, True), (2, 2, False),
@@ -87,6 +89,11 @@ class IGEBMResNet(EnergyNet):
 def resnet32_large(cfg: ModelConfig) -> IGEBMResNet:
     """Unconditional CIFAR-10 net (code ResNet32Large, Fig. 15b): about 18.6M parameters at width 128."""
     return IGEBMResNet(cfg, LARGE_BLOCKS)
+
+
+def resnet32_large_fig15b(cfg: ModelConfig) -> IGEBMResNet:
+    """Unconditional net as the paper draws it (Fig. 15b: 128 -> 256 -> 256), for preset paper_text."""
+    return IGEBMResNet(cfg, LARGE_BLOCKS_FIG15B)
 
 
 def resnet32(cfg: ModelConfig) -> IGEBMResNet:

@@ -32,8 +32,8 @@ def check_common(cfg: ModelConfig) -> None:
         raise ValueError(f"model.n_classes must be >= 0 (0 = unconditional), got {cfg.n_classes}")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ValueError(f"model.dropout must be in [0, 1), got {cfg.dropout}")
-    if cfg.norm not in ("none", "group"):
-        raise ValueError(f"model.norm: unknown {cfg.norm!r}; choose 'none' or 'group'")
+    if cfg.norm not in ("none", "group", "instance"):
+        raise ValueError(f"model.norm: unknown {cfg.norm!r}; choose 'none', 'group' or 'instance'")
     if cfg.channels < 1 or cfg.image_size < 1:
         raise ValueError(f"model.channels and model.image_size must be >= 1, got {cfg.channels}, {cfg.image_size}")
     make_activation(cfg.activation)  # raises on an unknown name
@@ -93,6 +93,17 @@ def make_activation(name: str) -> nn.Module:
 def group_norm(channels: int) -> nn.GroupNorm:
     """GroupNorm with 32 groups, or the largest divisor of 32 that divides `channels` (small smoke widths)."""
     return nn.GroupNorm(math.gcd(32, channels), channels, affine=True)
+
+
+def block_norm(kind: str, channels: int) -> nn.Module:
+    """Norm inside an ICD residual block: 'group' (paper App. C.1), 'instance' (code), or 'none'."""
+    if kind == "group":
+        return group_norm(channels)
+    if kind == "instance":
+        # ICD code CondResBlock: InstanceNorm2d(affine) up to 128 channels, GroupNorm(32) for wider blocks.
+        # GroupNorm(C, C) is instance norm with a per-channel affine map (same statistics, same parameters).
+        return nn.GroupNorm(channels, channels, affine=True) if channels <= 128 else group_norm(channels)
+    return nn.Identity()
 
 
 # ----------------------------------------------------------------------------- spectral norm
