@@ -30,6 +30,8 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/particle.smk"
+include: "workflow/rules/ablation.smk"
+include: "workflow/rules/toy2d.smk"
 
 
 rule all:
@@ -37,3 +39,5 @@ rule all:
     input:
         INCEPTION_TARGETS,
         PARTICLE_TARGETS,
+        ABLATION_TARGETS,
+        TOY2D_TARGETS,

@@ -52,7 +52,9 @@ def test_paper_dag_lists_download_train_sample_metrics_and_table_jobs():
 def test_smoke_dag_has_the_same_rules_as_the_paper_dag():
     paper = job_counts(run([str(BIN / "snakemake"), "-n", "--cores", "all"]).stdout)
     smoke = job_counts(run([str(BIN / "snakemake"), "-n", "--cores", "all", "--config", "setting=smoke"]).stdout)
-    assert paper == smoke
+    assert set(paper) == set(smoke)  # same rules; sizes (e.g. particle training seeds) may differ
+    assert {k: v for k, v in paper.items() if "particle" not in k} == \
+        {k: v for k, v in smoke.items() if "particle" not in k}
 
 
 def test_dvc_yaml_is_generated_from_the_current_snakemake_dag():
@@ -81,7 +83,8 @@ def test_dvc_repro_dry_lists_the_stages(tmp_path):
     # --force: on a fresh clone plain --dry stops at the first stage whose input does not exist yet,
     # because DVC hashes dependencies for its run cache even in a dry run (treeverse/dvc#9021)
     p = run([str(BIN / "dvc"), "repro", "--dry", "--force"], cwd=repo)
-    for stage in ("prepare_dataset", "train_model-icd", "sample_model-igebm_uncond-ensemble",
+    for stage in ("prepare_dataset-cifar10", "prepare_dataset-mnist", "train_model-icd",
+                  "sample_model-igebm_uncond-ensemble",
                   "compute_metrics-igebm_cond-conditional", "make_inception_table"):
         assert f"'{stage}'" in p.stdout, p.stdout[-2000:]
 
@@ -101,7 +104,9 @@ def test_bad_params_stop_snakemake_before_any_job_naming_the_key(tmp_path):
 def test_smoke_workflow_end_to_end(tmp_path):
     """The whole smoke DAG on CPU: table rows hold numbers computed by this run; a rerun has nothing to do."""
     repo = copy_repo(tmp_path)
-    run([str(BIN / "snakemake"), "--cores", "2", "--config", "setting=smoke"], cwd=repo, timeout=1500)
+    # the spine's target only: the other experiments run in `./repro smoke` and have their own tests
+    run([str(BIN / "snakemake"), "--cores", "2", "--config", "setting=smoke", "smoke/results/tables/inception.md"],
+        cwd=repo, timeout=1500)
     table = (repo / "smoke/results/tables/inception.md").read_text()
     params = yaml.safe_load((repo / "params.yaml").read_text())
     for row in params["inception_rows"]:
@@ -119,5 +124,6 @@ def test_smoke_workflow_end_to_end(tmp_path):
     prov = json.loads((repo / "smoke/results/tables/inception.md.provenance.json").read_text())
     assert prov["setting"] == "smoke" and len(prov["inputs"]) >= 5
     assert not (repo / "results").exists()  # smoke never writes into the paper results
-    p = run([str(BIN / "snakemake"), "-n", "--cores", "2", "--config", "setting=smoke"], cwd=repo)
+    p = run([str(BIN / "snakemake"), "-n", "--cores", "2", "--config", "setting=smoke",
+             "smoke/results/tables/inception.md"], cwd=repo)
     assert "Nothing to be done" in p.stdout + p.stderr

@@ -11,8 +11,6 @@ import torch
 
 from ebm_repro import config as C
 
-DATA_SIZES = {"shapes": dict(n_train=5000, n_test=1000)}
-
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", help="params.yaml to use (relative to the working dir)")
@@ -34,15 +32,6 @@ def _params(a) -> dict:
 def cmd_check_config(a) -> None:
     p = _params(a)
     print(f"params.yaml valid: {len(p['variants'])} variants, settings paper/smoke, preset {p['preset']}")
-
-
-def cmd_prepare_data(a) -> None:
-    from ebm_repro.data import prepare_dataset
-
-    p = _params(a)
-    name = p["settings"][p["setting"]]["dataset"]
-    info = prepare_dataset(name, Path(a.out), seed=0, **DATA_SIZES.get(name, {}))
-    print(json.dumps(info, indent=1))
 
 
 def cmd_prepare_feature_net(a) -> None:
@@ -158,7 +147,6 @@ def cmd_table_inception(a) -> None:
 
 COMMANDS = {
     "check-config": (cmd_check_config, []),
-    "prepare-data": (cmd_prepare_data, ["out"]),
     "prepare-feature-net": (cmd_prepare_feature_net, ["data", "out"]),
     "train": (cmd_train, ["variant", "data", "out"]),
     "sample": (cmd_sample, ["variant", "mode", "model", "out"]),

@@ -2,6 +2,9 @@
 
 Resolution order for a trained variant (later wins):
     recipes[recipe]  ->  presets[preset][recipe]  ->  variants[variant].overrides  ->  settings[setting].overrides
+    ->  variants[variant].setting_overrides[setting]   (e.g. a smaller smoke run for one experiment)
+A variant's dataset is variants[variant].dataset (default settings[setting].dataset), replaced by
+settings[setting].stand_ins[dataset] when the setting has one (smoke: generated data).
 `preset` picks the hyperparameter source where paper text and authors' code disagree
 (../shared/spec/methods.md); `setting` picks paper scale or the laptop-sized smoke run.
 """
@@ -28,6 +31,15 @@ class ConfigError(ValueError):
     """A params.yaml value is wrong; the message names the key and the fix."""
 
 
+# Image shape (H, W, C) of every dataset data.py can prepare; the schema's dataset names come from here.
+DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
+    "cifar10": (32, 32, 3),
+    "shapes": (32, 32, 3),          # smoke stand-in for CIFAR-10
+    "mnist": (28, 28, 1),           # ICD App. D.1 (E15)
+    "shapes_gray28": (28, 28, 1),   # smoke stand-in for MNIST
+}
+
+
 def _pos(**kw: Any) -> Any:
     """Field metadata: JSON-schema bounds for a number (exclusiveMinimum 0 by default)."""
     return field(metadata={"schema": kw or {"exclusiveMinimum": 0}})
@@ -41,7 +53,7 @@ def _enum(*values: str) -> Any:
 @dataclass(frozen=True)
 class ModelConfig:
     """Energy network E(x[, y]) -> (B,)."""
-    arch: str = _enum("igebm_resnet32_large", "igebm_resnet32", "icd_resnet", "mlp2d")
+    arch: str = _enum("igebm_resnet32_large", "igebm_resnet32_large_fig15b", "igebm_resnet32", "icd_resnet", "mlp2d")
     width: int = _pos()               # base channels (IGEBM F=128, ICD 64)
     n_classes: int = _pos(minimum=0)  # 0 = unconditional
     spectral_norm: bool        # IGEBM: convs + hidden dense layers; ICD: off
@@ -49,7 +61,7 @@ class ModelConfig:
     attention: bool           # ICD: SAGAN self-attention at 8x8
     multiscale: bool          # ICD: energies at full, half, quarter resolution
     activation: str = _enum("leaky_relu", "swish")
-    norm: str = _enum("none", "group")  # ICD: group norm inside residual blocks
+    norm: str = _enum("none", "group", "instance")  # ICD paper: group; code: instance (C <= 128) / group
     image_size: int = _pos()
     channels: int = _pos()
 
@@ -165,7 +177,7 @@ class RunConfig:
     preset: str
     variant: str
     recipe: str
-    dataset: str
+    dataset: str          # the prepared dataset (after the setting's stand_ins)
     prefix: str
     hp: RecipeConfig
     metrics: MetricsConfig
@@ -216,11 +228,37 @@ def dataclass_schema(cls: type, partial: bool = False) -> dict:
     return s
 
 
+def ablation_schema() -> dict:
+    """Schema of params.yaml's `ablation:` block: which variants feed E3, E4, E14, E15 (ICD Tab. 2, Fig. 8, 13, D.1)."""
+    variant = {"type": "string"}
+    rows = lambda props: {"type": "array", "minItems": 1, "items": {  # noqa: E731
+        "type": "object", "additionalProperties": False, "required": sorted(props), "properties": props}}
+    return {
+        "type": "object", "additionalProperties": False,
+        "required": ["stability", "ablation_rows", "stability_curves", "kl_grad_variant", "timing_steps",
+                     "truncation_rows"],
+        "properties": {
+            "stability": {"type": "object", "additionalProperties": False, "required": ["gap_bound", "late_frac"],
+                          "properties": {"gap_bound": {"type": "number", "exclusiveMinimum": 0},
+                                         "late_frac": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}}},
+            "ablation_rows": rows({"variant": variant, "paper_row": {"type": "integer", "minimum": 0}}),
+            "stability_curves": rows({"variant": variant, "label": {"type": "string"}}),
+            "kl_grad_variant": variant,
+            "timing_steps": {"type": "object", "additionalProperties": False, "required": ["paper", "smoke"],
+                             "properties": {s: {"type": "integer", "minimum": 1} for s in ("paper", "smoke")}},
+            "truncation_rows": rows({"variant": variant, "label": {"type": "string"},
+                                     "paper": {"enum": ["last_step_only", "all_steps"]}}),
+        },
+    }
+
+
 def params_schema() -> dict:
     """JSON schema of params.yaml, generated from the dataclasses (written to workflow/schemas/)."""
     recipe, override = dataclass_schema(RecipeConfig), dataclass_schema(RecipeConfig, partial=True)
     name = {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"}
+    dataset = {"enum": sorted(DATASET_SHAPES)}
     from ebm_repro.particle.config import particle_schema  # noqa: WPS433 (keeps modules apart)
+    from ebm_repro.toy2d_config import toy2d_schema  # noqa: WPS433
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "ebm-repro params.yaml",
@@ -241,7 +279,11 @@ def params_schema() -> dict:
                 "additionalProperties": {
                     "type": "object", "additionalProperties": False, "required": ["recipe", "description"],
                     "properties": {"recipe": {"type": "string"}, "description": {"type": "string"},
-                                   "overrides": override},
+                                   "dataset": dataset,  # default: the setting's dataset
+                                   "overrides": override,
+                                   # applied after settings[s].overrides: per-experiment smoke shrinks
+                                   "setting_overrides": {"type": "object", "additionalProperties": False,
+                                                         "properties": {"paper": override, "smoke": override}}},
                 },
             },
             "settings": {
@@ -251,7 +293,9 @@ def params_schema() -> dict:
                     "required": ["prefix", "dataset", "metrics", "overrides"],
                     "properties": {
                         "prefix": {"type": "string"},
-                        "dataset": {"enum": ["cifar10", "shapes"]},
+                        "dataset": dataset,
+                        # datasets a variant names, replaced in this setting (smoke: generated stand-ins)
+                        "stand_ins": {"type": "object", "propertyNames": dataset, "additionalProperties": dataset},
                         "threads": {"type": "integer", "minimum": 1},
                         "metrics": dataclass_schema(MetricsConfig),
                         "overrides": override,
@@ -271,6 +315,8 @@ def params_schema() -> dict:
                 },
             },
             "particle": particle_schema(),
+            "toy2d": toy2d_schema(),
+            "ablation": ablation_schema(),
         },
     }
 
@@ -317,6 +363,7 @@ def validate_params(params: dict) -> None:
     for i, row in enumerate(params["inception_rows"]):
         if row["variant"] not in params["variants"]:
             raise ConfigError(f"inception_rows[{i}].variant: unknown variant {row['variant']!r}")
+    _check_ablation_variants(params)
     # Resolve every variant in both settings so impossible combinations fail before any job runs.
     for setting in ("paper", "smoke"):
         for variant in params["variants"]:
@@ -331,6 +378,18 @@ def validate_params(params: dict) -> None:
             if row["mode"] == "ensemble" and cfg.hp.train.n_snapshots < 2:
                 raise ConfigError(f"inception_rows[{i}]: mode 'ensemble' needs train.n_snapshots >= 2 "
                                   f"for variant {row['variant']!r}")
+
+
+def _check_ablation_variants(params: dict) -> None:
+    """Every variant the `ablation:` block names exists (a typo would otherwise surface as a missing file)."""
+    a = params.get("ablation")
+    if not a:
+        return
+    named = [(f"ablation.{k}[{i}].variant", r["variant"])
+             for k in ("ablation_rows", "stability_curves", "truncation_rows") for i, r in enumerate(a[k])]
+    for key, v in named + [("ablation.kl_grad_variant", a["kl_grad_variant"])]:
+        if v not in params["variants"]:
+            raise ConfigError(f"{key}: unknown variant {v!r}; choose one of {sorted(params['variants'])}")
 
 
 def check_run_config(cfg: RunConfig) -> None:
@@ -348,6 +407,10 @@ def check_run_config(cfg: RunConfig) -> None:
                           f"set optim.ema_decay (ICD: 0.9999 paper, 0.99 code) or use_ema: false")
     if hp.model.multiscale and hp.model.image_size % 4:
         raise ConfigError(f"model.multiscale needs image_size divisible by 4 in {where}")
+    h, w, c = DATASET_SHAPES[cfg.dataset]
+    if hp.model.arch != "mlp2d" and (hp.model.image_size, hp.model.image_size, hp.model.channels) != (h, w, c):
+        raise ConfigError(f"model.image_size/channels ({hp.model.image_size}, {hp.model.channels}) do not fit "
+                          f"dataset {cfg.dataset!r} ({h}x{w}x{c}) in {where}; set them in the variant's overrides")
     if hp.train.eval_every and hp.train.eval_n_samples > hp.buffer.size:
         raise ConfigError(f"train.eval_n_samples ({hp.train.eval_n_samples}) > buffer.size ({hp.buffer.size}) "
                           f"in {where}: the evaluation scores buffer samples")
@@ -386,8 +449,11 @@ def resolve(params: dict, variant: str, setting: str | None = None, preset: str 
     d = _deep_merge(params["recipes"][v["recipe"]], params["presets"][preset].get(v["recipe"]))
     d = _deep_merge(d, v.get("overrides"))
     d = _deep_merge(d, s["overrides"])
+    d = _deep_merge(d, v.get("setting_overrides", {}).get(setting))
+    dataset = v.get("dataset", s["dataset"])
+    dataset = s.get("stand_ins", {}).get(dataset, dataset)
     return RunConfig(setting=setting, preset=preset, variant=variant, recipe=v["recipe"],
-                     dataset=s["dataset"], prefix=s["prefix"], hp=_build(RecipeConfig, d),
+                     dataset=dataset, prefix=s["prefix"], hp=_build(RecipeConfig, d),
                      metrics=_build(MetricsConfig, s["metrics"]))
 
 

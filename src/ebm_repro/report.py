@@ -91,7 +91,7 @@ def inception_table(metrics: list[dict], rows: list[dict]) -> str:
     m0 = next((m for m in metrics if not m.get("diverged")), {**metrics[0], "n_reference": "n/a",
                                                                 "weights_sha256": "n/a (nothing scored)"})
     lines = [f"# CIFAR-10-style generation: Inception Score and FID ({m0['setting']} setting)", "",
-             tabulate(body, headers=head, tablefmt="github"), "",
+             tabulate(body, headers=head, tablefmt="github", disable_numparse=True), "",
              "## Metric conventions", ""]
     if m0["feature_net"] == "inception":
         lines += [f"- Feature network: Inception-v3 (TF 2015-12-05 weights, torch-fidelity `inception-v3-compat`), "
@@ -118,7 +118,7 @@ def inception_table(metrics: list[dict], rows: list[dict]) -> str:
     base += [[f"{name} (conditional)", _fmt(v.get("IS")), "—", "IGEBM (2019) Tab. 4b"]
              for name, v in pn["igebm_2019"]["inception_table_4b"]["conditional"].items()]
     lines += [tabulate(base, headers=["Model (quoted)", "IS (paper)", "FID (paper)", "source"],
-                       tablefmt="github"), ""]
+                       tablefmt="github", disable_numparse=True), ""]
     return "\n".join(lines)
 
 

@@ -1,22 +1,22 @@
 rule prepare_dataset:
-    """Download (paper: CIFAR-10, md5-checked) or generate (smoke: shapes) the image dataset."""
+    """Download (paper: CIFAR-10 / MNIST, md5-checked) or generate (smoke: shapes stand-ins) one image dataset."""
     output:
-        train=f"{DATA_DIR}/train.npz",
-        test=f"{DATA_DIR}/test.npz",
-        checksums=f"{DATA_DIR}/checksums.json",
+        train=f"{PREFIX}data/{{dataset}}/train.npz",
+        test=f"{PREFIX}data/{{dataset}}/test.npz",
+        checksums=f"{PREFIX}data/{{dataset}}/checksums.json",
     log:
-        f"{PREFIX}logs/prepare_dataset.log",
+        f"{PREFIX}logs/prepare_dataset_{{dataset}}.log",
     params:
         out=lambda w, output: outdir(output.train),
     threads: 1
     shell:
-        "{CLI} prepare-data {ARGS} --threads {threads} --out {params.out} > {log} 2>&1"
+        "{PY} -m ebm_repro.data --dataset {wildcards.dataset} --out {params.out} > {log} 2>&1"
 
 
 rule prepare_feature_net:
     """Paper: fetch and verify the Inception-v3 weights. Smoke: train a classifier on the shapes data."""
     input:
-        train=rules.prepare_dataset.output.train,
+        train=f"{DATA_DIR}/train.npz",
     output:
         FEATURE_NET,
     log:

@@ -20,7 +20,7 @@ rule compute_metrics:
     """IS / FID / KID of one sample set (torch-fidelity, TF-faithful settings)."""
     input:
         samples=rules.sample_model.output[0],
-        reference=rules.prepare_dataset.output.train,
+        reference=lambda w: f"{variant_data(w)}/train.npz",
         feature_net=FEATURE_NET,
     output:
         f"{PREFIX}results/metrics/{{variant}}/{{mode}}.json",

@@ -1,7 +1,7 @@
 rule train_model:
     """Train one variant; resumes from results/train/<variant>/ckpt/last.pt after an interruption."""
     input:
-        train=rules.prepare_dataset.output.train,
+        train=lambda w: f"{variant_data(w)}/train.npz",
         feature_net=lambda w: FEATURE_NET if eval_every(w) else [],
     output:
         model=f"{PREFIX}results/train/{{variant}}/model.pt",

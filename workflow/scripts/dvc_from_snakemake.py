@@ -52,6 +52,13 @@ def _params_for(job: dict, params: dict, setting: str) -> list[str]:
         return [f"settings.{setting}.dataset", f"settings.{setting}.metrics.feature_net"]
     if "particle" in rule:
         return ["particle"]
+    if "toy2d" in rule:
+        return ["toy2d"]
+    if rule == "time_truncation_steps":
+        return ["ablation.truncation_rows", "ablation.timing_steps", "preset", "recipes.icd",
+                *[f"variants.{r['variant']}" for r in params["ablation"]["truncation_rows"]], f"settings.{setting}"]
+    if rule in ("make_ablation_table", "plot_stability", "plot_kl_grad", "make_truncation_table"):
+        return ["preset", "ablation", f"settings.{setting}.metrics"]
     if "variant" in wc:
         recipe = params["variants"][wc["variant"]]["recipe"]
         return ["preset", f"recipes.{recipe}", f"presets", f"variants.{wc['variant']}",
