@@ -129,3 +129,5 @@ def test_cli_writes_figure_and_metrics(tmp_path):
         m = out["metrics"][dens]["icd_kl"]
         assert all(math.isfinite(m[k]) for k in ("kl_samples", "mmd2", "kl_energy"))
         assert [p["step"] for p in m["curve"]] == [2, 3]
+    prov = json.loads((png.parent / "toy2d.png.provenance.json").read_text())
+    assert prov["experiment"] == "toy2d" and str(tmp_path / "params.yaml") in prov["inputs"]

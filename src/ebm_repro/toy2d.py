@@ -123,7 +123,7 @@ class ToyEnergy(torch.nn.Module):
         super().__init__()
         self.scale = m.input_scale
         self.net = make_model(ModelConfig(arch="mlp2d", width=m.width, n_classes=0, spectral_norm=r.spectral_norm,
-                                          dropout=0.0, attention=False, multiscale=False,
+                                          spectral_norm_head=False, dropout=0.0, attention=False, multiscale=False,
                                           activation=r.activation, norm="none", image_size=1, channels=2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -310,6 +310,7 @@ def metrics_json(results: dict, cfg: Toy2DConfig, setting: str) -> dict:
 def main(argv: list[str] | None = None) -> None:
     from ebm_repro.checkpoint import atomic_write_text
     from ebm_repro.config import PARAMS_PATH, load_params
+    from ebm_repro.report import write_provenance
 
     ap = argparse.ArgumentParser(prog="python -m ebm_repro.toy2d", description=__doc__.splitlines()[0])
     ap.add_argument("--setting", choices=["paper", "smoke"], required=True)
@@ -333,6 +334,9 @@ def main(argv: list[str] | None = None) -> None:
     out = metrics_json(results, cfg, args.setting)
     out["seconds_total"] = time.perf_counter() - t0
     atomic_write_text(Path(args.out_json), json.dumps(out, indent=1) + "\n")
+    for path in (args.out_png, out_pdf, args.out_json):
+        write_provenance(Path(path), [Path(args.params)], {"setting": args.setting, "experiment": "toy2d",
+                                                         "config_hash": cfg.hash()})
     print(f"wrote {args.out_png}, {out_pdf}, {args.out_json} in {out['seconds_total']:.0f}s")
 
 

@@ -1,4 +1,7 @@
 """The four CLI commands end to end on a tiny params file."""
+import json
+from pathlib import Path
+
 import yaml
 
 from ebm_repro.particle.cli import main
@@ -27,3 +30,6 @@ def test_cli_pipeline(tmp_path, params):
     main(["report", *common, "--data", data, "--rollouts", *rollouts, "--table", out["t.md"], "--figure-png", out["f.png"],
           "--figure-pdf", out["f.pdf"], "--summary", out["s.json"]])
     assert "| EBM (MPPI) |" in (tmp_path / "t.md").read_text()
+    for path in out.values():  # each output names its inputs and config for an auditor
+        prov = json.loads(Path(path + ".provenance.json").read_text())
+        assert prov["setting"] == "smoke" and data in prov["inputs"] and len(prov["config_hash"]) == 12

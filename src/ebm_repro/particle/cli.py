@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ebm_repro.checkpoint import atomic_write, atomic_write_text, save
 from ebm_repro.config import PARAMS_PATH, ConfigError, load_params
 from ebm_repro.particle.config import MODELS, ParticleConfig, particle_config
 
@@ -43,12 +44,11 @@ def cmd_train(args) -> None:
     t0 = time.perf_counter()
     model, history = train(args.model, cfg, data["train"], args.seed, log=lambda s: print(s, flush=True))
     seconds = time.perf_counter() - t0
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"kind": args.model, "seed": args.seed, "state_dict": model.state_dict(),
-                "config": dataclasses.asdict(cfg), "train_hash": cfg.train_hash(args.model),
-                "seconds": seconds}, args.out)
-    Path(args.history).write_text(json.dumps({"kind": args.model, "seed": args.seed, "seconds": seconds,
-                                              "history": history}, indent=1) + "\n")
+    save(Path(args.out), {"kind": args.model, "seed": args.seed, "state_dict": model.state_dict(),
+                          "config": dataclasses.asdict(cfg), "train_hash": cfg.train_hash(args.model),
+                          "seconds": seconds})
+    atomic_write_text(Path(args.history), json.dumps({"kind": args.model, "seed": args.seed, "seconds": seconds,
+                                                      "history": history}, indent=1) + "\n")
     print(f"trained {args.model} seed {args.seed} in {seconds:.1f}s -> {args.out}")
 
 
@@ -71,15 +71,15 @@ def cmd_evaluate(args) -> None:
         seeds.append(ck["seed"])
         print(f"{args.model} seed {ck['seed']}: 1-step MSE {mses[-1][..., 0].mean():.3e}, "
               f"{cfg.eval.horizon}-step {mses[-1][..., -1].mean():.3e} ({time.perf_counter() - t0:.1f}s)")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "wb") as f:
-        np.savez_compressed(f, mse=np.stack(mses), seeds=np.array(seeds), kind=np.array(args.model),
-                            starts=start_times(data["test"].shape[1], cfg.eval.horizon, cfg.eval.n_starts))
+    atomic_write(Path(args.out), lambda f: np.savez_compressed(
+        f, mse=np.stack(mses), seeds=np.array(seeds), kind=np.array(args.model),
+        starts=start_times(data["test"].shape[1], cfg.eval.horizon, cfg.eval.n_starts)))
 
 
 def cmd_report(args) -> None:
     from ebm_repro.particle.report import baseline_curves, load_rollouts, write_figure, write_summary, write_table
     from ebm_repro.particle.simulate import load_dataset
+    from ebm_repro.report import write_provenance
 
     cfg = _config(args)
     runs = load_rollouts([Path(p) for p in args.rollouts])
@@ -87,6 +87,10 @@ def cmd_report(args) -> None:
     write_table(runs, refs, cfg, args.setting, Path(args.table))
     write_figure(runs, refs, cfg, args.setting, Path(args.figure_png), Path(args.figure_pdf))
     write_summary(runs, refs, Path(args.summary))
+    inputs = [Path(p) for p in (*args.rollouts, args.data, args.params)]
+    for out in (args.table, args.figure_png, args.figure_pdf, args.summary):
+        write_provenance(Path(out), inputs, {"setting": args.setting, "experiment": "E10",
+                                             "config_hash": cfg.section_hash(*(f.name for f in dataclasses.fields(cfg) if f.name != "threads"))})
     print(Path(args.table).read_text())
 
 

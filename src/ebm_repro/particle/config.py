@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from ebm_repro.config import ConfigError, _build, _deep_merge, _enum, _pos, dataclass_schema
+from ebm_repro.config import ConfigError, _enum, _pos, build_setting_block, dataclass_schema
 
 MODELS = ("feedforward", "ebm_ld", "ebm_mppi")  # (a) regressor, (b) EBM + Langevin, (c) EBM + MPPI
 CONTEXT = 3  # past positions given to every model (IGEBM §5.1)
@@ -150,12 +150,6 @@ def check_particle_config(cfg: ParticleConfig, setting: str) -> None:
 
 def particle_config(params: dict, setting: str) -> ParticleConfig:
     """Resolve the particle block for one setting (smoke = paper + smoke overrides)."""
-    if setting not in ("paper", "smoke"):
-        raise ConfigError(f"unknown setting {setting!r}; choose paper or smoke")
-    if "particle" not in params:
-        raise ConfigError("params.yaml has no `particle:` block")
-    block = params["particle"]
-    d = block["paper"] if setting == "paper" else _deep_merge(block["paper"], block.get("smoke"))
-    cfg = _build(ParticleConfig, d)
+    cfg = build_setting_block(ParticleConfig, params, "particle", setting)
     check_particle_config(cfg, setting)
     return cfg

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ebm_repro.checkpoint import atomic_write, atomic_write_text
 from ebm_repro.particle.config import MODELS, ParticleConfig
 
 TABLE_HORIZONS = (1, 5, 10, 20, 50, 100)  # issue E10: table columns (those beyond eval.horizon are dropped)
@@ -96,8 +97,7 @@ def write_table(runs: dict[str, Curve], refs: dict[str, np.ndarray], cfg: Partic
               f"- EBM {h}-step error lower than feed-forward: LD {yn[ok['ebm_ld_lower_last_step_than_ff']]}, "
               f"MPPI {yn[ok['ebm_mppi_lower_last_step_than_ff']]}",
               f"- MPPI {h}-step error lower than LD: {yn[ok['ebm_mppi_lower_last_step_than_ld']]}", ""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
 
 
 def write_figure(runs: dict[str, Curve], refs: dict[str, np.ndarray], cfg: ParticleConfig, setting: str,
@@ -126,9 +126,8 @@ def write_figure(runs: dict[str, Curve], refs: dict[str, np.ndarray], cfg: Parti
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=150)
-    fig.savefig(pdf)
+    atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=150))
+    atomic_write(pdf, lambda f: fig.savefig(f, format="pdf"))
     plt.close(fig)
 
 
@@ -140,5 +139,4 @@ def write_summary(runs: dict[str, Curve], refs: dict[str, np.ndarray], path: Pat
         hs = [h for h in TABLE_HORIZONS if h <= len(c.mean)]
         out["models"][k] = {f"h{h}": {"mse": float(c.mean[h - 1]), "se_seed": float(c.se_seed[h - 1]),
                                       "se_traj": float(c.se_traj[h - 1])} for h in hs}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(out, indent=1) + "\n")

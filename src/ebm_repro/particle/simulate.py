@@ -51,9 +51,10 @@ def make_dataset(phys: PhysicsConfig, data: DataConfig) -> dict[str, np.ndarray]
 
 def save_dataset(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """Write train/test arrays plus a JSON metadata string to one .npz."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:  # file handle: np.savez would otherwise append ".npz" to the name
-        np.savez_compressed(f, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
+    from ebm_repro.checkpoint import atomic_write
+
+    # file handle: np.savez would otherwise append ".npz" to the name
+    atomic_write(path, lambda f: np.savez_compressed(f, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays))
 
 
 def load_dataset(path: Path) -> tuple[dict[str, np.ndarray], dict]:
