@@ -57,6 +57,7 @@ class ModelConfig:
     width: int = _pos()               # base channels (IGEBM F=128, ICD 64)
     n_classes: int = _pos(minimum=0)  # 0 = unconditional
     spectral_norm: bool        # IGEBM: convs + hidden dense layers; ICD: off
+    spectral_norm_head: bool   # SN on the final dense -> 1 too: IGEBM paper "all layers"; code: not the final one
     dropout: float = _pos(minimum=0, maximum=0.99)  # IGEBM code: 0.5 after first conv of each block
     attention: bool           # ICD: SAGAN self-attention at 8x8
     multiscale: bool          # ICD: energies at full, half, quarter resolution
@@ -95,6 +96,8 @@ class LossConfig:
     kl_all_steps: bool              # E15: backprop L_opt through every Langevin step
     ent_n_neighbours: int = _pos()          # |B| = 100 past samples
     ent_min_buffer: int = _pos(minimum=0)   # code: L_ent active once the buffer holds > 1000
+    ent_bank_augment: bool          # code: the 100 past samples of L_ent are augmented first; paper: plain
+    multiscale_reduce: str = _enum("mean", "sum")  # code: loss averages per-scale energies; paper §2.4: sum
 
 
 @dataclass(frozen=True)
@@ -329,6 +332,16 @@ def _deep_merge(base: dict, over: dict | None) -> dict:
     return out
 
 
+def build_setting_block(cls: type, params: dict, key: str, setting: str) -> Any:
+    """Dataclass `cls` from params[key]: its `paper` mapping, with its `smoke` one merged over it for smoke."""
+    if setting not in ("paper", "smoke"):
+        raise ConfigError(f"unknown setting {setting!r}; choose paper or smoke")
+    if key not in params:
+        raise ConfigError(f"params.yaml has no `{key}:` block")
+    block = params[key]
+    return _build(cls, block["paper"] if setting == "paper" else _deep_merge(block["paper"], block.get("smoke")))
+
+
 def _build(cls: type, d: dict) -> Any:
     hints = typing.get_type_hints(cls)
     kw = {}
@@ -407,6 +420,11 @@ def check_run_config(cfg: RunConfig) -> None:
                           f"set optim.ema_decay (ICD: 0.9999 paper, 0.99 code) or use_ema: false")
     if hp.model.multiscale and hp.model.image_size % 4:
         raise ConfigError(f"model.multiscale needs image_size divisible by 4 in {where}")
+    if hp.model.multiscale and hp.loss.kind == "ml" and hp.loss.multiscale_reduce == "mean":
+        raise ConfigError(f"loss.kind 'ml' weights whole-image energies; with model.multiscale set "
+                          f"loss.multiscale_reduce: sum in {where}")
+    if hp.model.spectral_norm_head and not hp.model.spectral_norm:
+        raise ConfigError(f"model.spectral_norm_head needs model.spectral_norm in {where}")
     h, w, c = DATASET_SHAPES[cfg.dataset]
     if hp.model.arch != "mlp2d" and (hp.model.image_size, hp.model.image_size, hp.model.channels) != (h, w, c):
         raise ConfigError(f"model.image_size/channels ({hp.model.image_size}, {hp.model.channels}) do not fit "

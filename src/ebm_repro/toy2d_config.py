@@ -10,8 +10,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from ebm_repro.config import (BufferConfig, ConfigError, LossConfig, OptimConfig, SamplerConfig, _build,
-                              _deep_merge, _enum, _pos, dataclass_schema)
+from ebm_repro.config import (BufferConfig, ConfigError, LossConfig, OptimConfig, SamplerConfig, _enum, _pos,
+                              build_setting_block, dataclass_schema)
 
 DENSITIES = ("gauss8", "rings")
 RECIPES = ("igebm_cd", "igebm_ml", "icd_cd", "icd_kl")
@@ -121,11 +121,6 @@ def check_toy2d_config(cfg: Toy2DConfig, setting: str) -> None:
 
 def toy2d_config(params: dict, setting: str) -> Toy2DConfig:
     """Resolve the toy2d block for one setting (smoke = paper + smoke overrides)."""
-    if setting not in ("paper", "smoke"):
-        raise ConfigError(f"unknown setting {setting!r}; choose paper or smoke")
-    if "toy2d" not in params:
-        raise ConfigError("params.yaml has no `toy2d:` block")
-    block = params["toy2d"]
-    cfg = _build(Toy2DConfig, block["paper"] if setting == "paper" else _deep_merge(block["paper"], block["smoke"]))
+    cfg = build_setting_block(Toy2DConfig, params, "toy2d", setting)
     check_toy2d_config(cfg, setting)
     return cfg

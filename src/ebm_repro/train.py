@@ -115,21 +115,30 @@ class Trainer:
         def energy(x):
             return self.model(x, None if y is None else y[: x.shape[0]])
 
+        per_scale = hp.model.multiscale and hp.loss.multiscale_reduce == "mean"
+
+        def loss_energy(x):
+            # ICD code: the losses average the full/half/quarter energies, (B, 3); Sec. 2.4 sums them, (B,).
+            # Langevin always follows the summed energy (the code differentiates energy.sum()).
+            yy = None if y is None else y[: x.shape[0]]
+            return self.model.scale_energies(x, yy) if per_scale else self.model(x, yy)
+
         use_kl = hp.loss.kl_opt_coeff > 0 or hp.loss.kl_ent_coeff > 0
         k = hp.loss.kl_opt_chains if use_kl else 0
         res = self.sample(energy, x0, kl_chains=k, kl_all_steps=hp.loss.kl_all_steps)
-        e_pos, e_neg = self.model(x_pos, y), self.model(res.x, y)               # (B,), (B,)
+        e_pos, e_neg = loss_energy(x_pos), loss_energy(res.x)                  # (B,) or (B, 3)
         main = cd_loss(e_pos, e_neg) if hp.loss.kind == "cd" else ml_loss(e_pos, e_neg)
         reg = hp.loss.l2_coeff * l2_reg(e_pos, e_neg)
         kl = torch.zeros((), device=self.dev)
         parts = {}
         if hp.loss.kl_opt_coeff > 0:
             with frozen(self.model):
-                e_kl = energy(res.x_kl)
+                e_kl = loss_energy(res.x_kl)
             parts["loss_kl_opt"] = float(kl_opt_loss(e_kl).detach())
             kl = kl + hp.loss.kl_opt_coeff * kl_opt_loss(e_kl)
         if hp.loss.kl_ent_coeff > 0 and len(self.buffer) > hp.loss.ent_min_buffer:
-            bank = self.augment(self.buffer.recent(hp.loss.ent_n_neighbours)).to(self.dev)
+            bank = self.buffer.recent(hp.loss.ent_n_neighbours)
+            bank = (self.augment(bank) if hp.loss.ent_bank_augment else bank).to(self.dev)
             ent = entropy_loss(res.x_kl, bank)
             parts["loss_ent"] = float(ent.detach())
             kl = kl + hp.loss.kl_ent_coeff * ent

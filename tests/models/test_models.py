@@ -18,15 +18,16 @@ torch.set_num_threads(1)
 # Paper-width recipes (params.yaml: igebm, igebm_cond, icd), written out so the counts do not hang on other edits.
 PAPER = {
     "igebm_resnet32_large": dict(arch="igebm_resnet32_large", width=128, n_classes=0, spectral_norm=True,
-                                 dropout=0.5, attention=False, multiscale=False, activation="leaky_relu",
-                                 norm="none", image_size=32, channels=3),
-    "igebm_resnet32": dict(arch="igebm_resnet32", width=128, n_classes=10, spectral_norm=True, dropout=0.0,
-                           attention=False, multiscale=False, activation="leaky_relu", norm="none",
-                           image_size=32, channels=3),
-    "icd_resnet": dict(arch="icd_resnet", width=64, n_classes=0, spectral_norm=False, dropout=0.0, attention=True,
-                       multiscale=True, activation="swish", norm="group", image_size=32, channels=3),
-    "mlp2d": dict(arch="mlp2d", width=64, n_classes=0, spectral_norm=True, dropout=0.0, attention=False,
-                  multiscale=False, activation="swish", norm="none", image_size=1, channels=2),
+                                 spectral_norm_head=False, dropout=0.5, attention=False, multiscale=False,
+                                 activation="leaky_relu", norm="none", image_size=32, channels=3),
+    "igebm_resnet32": dict(arch="igebm_resnet32", width=128, n_classes=10, spectral_norm=True,
+                           spectral_norm_head=False, dropout=0.0, attention=False, multiscale=False,
+                           activation="leaky_relu", norm="none", image_size=32, channels=3),
+    "icd_resnet": dict(arch="icd_resnet", width=64, n_classes=0, spectral_norm=False, spectral_norm_head=False,
+                       dropout=0.0, attention=True, multiscale=True, activation="swish", norm="group",
+                       image_size=32, channels=3),
+    "mlp2d": dict(arch="mlp2d", width=64, n_classes=0, spectral_norm=True, spectral_norm_head=False, dropout=0.0,
+                  attention=False, multiscale=False, activation="swish", norm="none", image_size=1, channels=2),
 }
 PAPER["igebm_resnet32_large_fig15b"] = dict(PAPER["igebm_resnet32_large"], arch="igebm_resnet32_large_fig15b",
                                             dropout=0.0)  # preset paper_text: Fig. 15b as printed, no dropout
@@ -153,6 +154,17 @@ def test_igebm_spectral_norm_on_every_conv_not_final_linear():
     assert not has_spectral_norm(model.head)
     off = make_model(small("igebm_resnet32_large", spectral_norm=False))
     assert not any(has_spectral_norm(m) for m in off.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+
+
+@pytest.mark.parametrize("arch", ["igebm_resnet32_large", "igebm_resnet32", "mlp2d"])
+def test_spectral_norm_head_switch_normalises_the_final_dense_layer(arch):
+    """IGEBM paper text: "spectral normalization on all layers"; preset paper_text sets spectral_norm_head."""
+    model = make_model(small(arch, spectral_norm_head=True))
+    assert has_spectral_norm(model.head)
+    with torch.no_grad():  # sigma_max of the effective head weight is at most 1 after a few power iterations
+        for _ in range(20):
+            model(*inputs(model.cfg, arch == "igebm_resnet32"))
+    assert torch.linalg.matrix_norm(model.head.weight, ord=2) <= 1.0 + 1e-3
 
 
 def test_mlp_spectral_norm_hidden_only():

@@ -6,7 +6,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ebm_repro.config import ModelConfig
-from ebm_repro.models.layers import EnergyNet, SelfAttention, WSConv2d, block_norm, make_activation, spectral
+from ebm_repro.models.layers import (EnergyNet, SelfAttention, WSConv2d, block_norm, linear, make_activation,
+                                     spectral)
 
 ATTENTION_AFTER_STAGE = 1  # Tab. 4: self-attention after the second down block (8x8 for 32x32 inputs)
 
@@ -74,7 +75,7 @@ class ICDScaleNet(nn.Module):
         self.stages = nn.ModuleList(
             nn.ModuleList([ICDBlock(c_in[i], None, cfg), ICDBlock(c_in[i], c_out[i], cfg)]) for i in range(n_stages))
         self.attention = SelfAttention(c_out[ATTENTION_AFTER_STAGE]) if attention else None
-        self.head = nn.Linear(c_out[n_stages - 1], 1)
+        self.head = linear(c_out[n_stages - 1], 1, cfg.spectral_norm_head)
         self.act = make_activation(cfg.activation)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:

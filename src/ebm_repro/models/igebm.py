@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ebm_repro.config import ModelConfig
-from ebm_repro.models.layers import EnergyNet, conv3x3, make_activation, require
+from ebm_repro.models.layers import EnergyNet, conv3x3, linear, make_activation, require
 
 # Residual blocks as (c_in, c_out, downsample), channels in units of cfg.width.
 # Code ResNet32Large (unconditional CIFAR-10): F -> 2F -> 4F, i.e. 128 -> 256 -> 512 (Fig. 15b says 128/256/256).
@@ -75,7 +75,8 @@ class IGEBMResNet(EnergyNet):
         f = cfg.width
         self.stem = conv3x3(cfg.channels, f, cfg.spectral_norm)  # code `c1_pre`: conv + act, no bias or gain
         self.blocks = nn.ModuleList(IGEBMBlock(a * f, b * f, d, cfg) for a, b, d in blocks)
-        self.head = nn.Linear(blocks[-1][1] * f, 1)               # code `fc5`: spec_norm=False
+        # code `fc5`: spec_norm=False; the paper: "spectral normalization on all layers" (model.spectral_norm_head)
+        self.head = linear(blocks[-1][1] * f, 1, cfg.spectral_norm_head)
         self.act = make_activation(cfg.activation)
 
     def energy(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:

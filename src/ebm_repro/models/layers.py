@@ -148,7 +148,7 @@ def conv3x3(c_in: int, c_out: int, sn: bool, bias: bool = False, near_zero: bool
 
 
 def linear(d_in: int, d_out: int, sn: bool) -> nn.Linear:
-    """Dense layer, optionally spectral-normalised (hidden layers only; the final energy layer never is)."""
+    """Dense layer, optionally spectral-normalised."""
     layer = nn.Linear(d_in, d_out)
     return spectral(layer) if sn else layer
 

@@ -25,7 +25,7 @@ class MLPEnergy(EnergyNet):
         self.class_bias = nn.Embedding(cfg.n_classes, cfg.width) if cfg.n_classes else None
         if self.class_bias is not None:
             nn.init.zeros_(self.class_bias.weight)  # starts unconditional; training learns the class offsets
-        self.head = nn.Linear(cfg.width, 1)       # final layer: no spectral norm (as IGEBM)
+        self.head = linear(cfg.width, 1, cfg.spectral_norm_head)  # IGEBM code: no spectral norm on the final layer
         self.act = make_activation(cfg.activation)
         self.dropout = nn.Dropout(cfg.dropout)
 
