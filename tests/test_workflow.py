@@ -105,7 +105,8 @@ def test_smoke_workflow_end_to_end(tmp_path):
     """The whole smoke DAG on CPU: table rows hold numbers computed by this run; a rerun has nothing to do."""
     repo = copy_repo(tmp_path)
     # the spine's target only: the other experiments run in `./repro smoke` and have their own tests
-    run([str(BIN / "snakemake"), "--cores", "2", "--config", "setting=smoke", "smoke/results/tables/inception.md"],
+    # targets before --config: --config takes every following word as a key=value pair
+    run([str(BIN / "snakemake"), "smoke/results/tables/inception.md", "--cores", "2", "--config", "setting=smoke"],
         cwd=repo, timeout=1500)
     table = (repo / "smoke/results/tables/inception.md").read_text()
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -124,6 +125,6 @@ def test_smoke_workflow_end_to_end(tmp_path):
     prov = json.loads((repo / "smoke/results/tables/inception.md.provenance.json").read_text())
     assert prov["setting"] == "smoke" and len(prov["inputs"]) >= 5
     assert not (repo / "results").exists()  # smoke never writes into the paper results
-    p = run([str(BIN / "snakemake"), "-n", "--cores", "2", "--config", "setting=smoke",
-             "smoke/results/tables/inception.md"], cwd=repo)
+    p = run([str(BIN / "snakemake"), "smoke/results/tables/inception.md", "-n", "--cores", "2",
+             "--config", "setting=smoke"], cwd=repo)
     assert "Nothing to be done" in p.stdout + p.stderr
