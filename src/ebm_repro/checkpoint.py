@@ -1,12 +1,13 @@
-"""Atomic, strict checkpoints: model arguments and config as plain data, every RNG state."""
+"""Atomic file writes and strict checkpoints: model arguments and config as plain data, every RNG state."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -21,8 +22,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint does not match what is asked of it; the message names keys and the fix."""
 
 
-def atomic_write(path: Path, write) -> None:
-    """Write via a temp file in the same folder, fsync, then rename: a crash leaves the old file intact."""
+def atomic_write(path: Path, write, verify: Callable[[Path], None] | None = None) -> None:
+    """Write via a temp file in the same folder, fsync, then rename: a crash leaves the old file intact.
+
+    `verify(tmp_path)` may raise to refuse the written bytes (e.g. a checksum); nothing reaches `path` then.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -34,6 +38,8 @@ def atomic_write(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if verify is not None:
+            verify(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -42,6 +48,15 @@ def atomic_write(path: Path, write) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def file_digest(path: Path, algo: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MiB chunks."""
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def save(path: Path, obj: dict) -> None:

@@ -6,23 +6,22 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import http.client
 import json
-import os
 import pickle
+import shutil
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ebm_repro.checkpoint import atomic_write
+from ebm_repro.checkpoint import atomic_write, file_digest
 from ebm_repro.config import DATASET_SHAPES
 
 
@@ -77,16 +76,6 @@ IMAGE_SHAPE = DATASET_SHAPES["cifar10"]
 _CHUNK = 1 << 20
 
 
-# ---------------------------------------------------------------- files
-def file_digest(path: Path, algo: str = "sha256") -> str:
-    """Hex digest of a file, read in chunks."""
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _write_npz(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     """Atomically write an uncompressed .npz with fixed zip timestamps."""
     # np.savez stamps each member with the current time, so equal arrays would get different
@@ -121,23 +110,24 @@ def load_split(path) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------- CIFAR-10
+def download(url: str, dest: Path, verify: Callable[[Path], None] | None = None) -> None:
+    """Fetch url into dest atomically; `verify(tmp)` checks the bytes first, so a bad transfer leaves no dest.
+
+    Network and I/O failures (HTTPException: a cut transfer) raise OSError-like errors for the caller to word.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)  # exists even offline: the error says to put the file there
+    with urllib.request.urlopen(url, timeout=60) as resp:
+        atomic_write(dest, lambda f: shutil.copyfileobj(resp, f, _CHUNK), verify)
+
+
 def _download(url: str, dest: Path) -> None:
-    """Fetch url into dest via a temp file in the same folder, so a broken transfer leaves no dest."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    """download(), with a DatasetError naming the url and where to put the file by hand."""
     try:
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as resp:
-            for block in iter(lambda: resp.read(_CHUNK), b""):
-                f.write(block)
-        os.replace(tmp, dest)
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as err:  # HTTPException: cut transfer
-        Path(tmp).unlink(missing_ok=True)
+        download(url, dest)
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
         raise DatasetError(
             f"could not download {url} ({err!r}). Without network access, fetch that file elsewhere "
             f"and place it by hand at exactly {dest.resolve()}, then rerun.") from err
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _verify_md5(path: Path, expected: str, url: str) -> None:

@@ -6,7 +6,6 @@ with the papers' and the tables say so.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ from torch_fidelity import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, FeatureExtra
 from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from ebm_repro.checkpoint import atomic_write
+from ebm_repro.checkpoint import atomic_write, file_digest
 from ebm_repro.data import load_split
 
 SMOKE_EXTRACTOR_NAME = "ebm-repro-smoke-classifier"
@@ -115,7 +114,7 @@ def train_feature_classifier(train_npz: Path, test_npz: Path, out_path: Path, ep
                      "test_mean_confidence": float(test_logits.softmax(1).max(1).values.mean())}}
     out_path = Path(out_path)
     atomic_write(out_path, lambda f: torch.save(obj, f))
-    return {"test_acc": test_acc, "sha256": hashlib.sha256(out_path.read_bytes()).hexdigest()}
+    return {"test_acc": test_acc, "sha256": file_digest(out_path)}
 
 
 def load_feature_classifier(path: Path) -> tuple[SmallCNN, dict]:

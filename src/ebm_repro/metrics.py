@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -13,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from ebm_repro.checkpoint import file_digest
+from ebm_repro.data import download
 
 
 class MetricsError(RuntimeError):
@@ -32,15 +32,6 @@ INCEPTION_WEIGHTS = {
 }
 
 FEATURE_NETS = ("inception", "smoke_classifier")
-_CHUNK = 1 << 20
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _check_inception_hash(path: Path, sha: str) -> None:
@@ -57,21 +48,13 @@ def download_inception_weights(dest: Path) -> dict:
     dest = Path(dest)
     url = INCEPTION_WEIGHTS["url"]
     if not dest.is_file():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as resp:
-                for block in iter(lambda: resp.read(_CHUNK), b""):
-                    f.write(block)
-            _check_inception_hash(Path(tmp), _sha256(Path(tmp)))  # before the rename: no bad file at dest
-            os.replace(tmp, dest)
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as err:  # HTTPException: cut transfer
+        try:  # the hash is checked before the rename: no bad file at dest
+            download(url, dest, verify=lambda tmp: _check_inception_hash(tmp, file_digest(tmp)))
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
             raise MetricsError(
                 f"could not download the Inception-v3 weights from {url} ({err!r}). Without network access, "
                 f"fetch that file elsewhere and place it at exactly {dest.resolve()}, then rerun.") from err
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    sha = _sha256(dest)
+    sha = file_digest(dest)
     _check_inception_hash(dest, sha)
     return {"path": str(dest), "sha256": sha}
 
@@ -120,7 +103,7 @@ def compute_inception_metrics(samples: np.ndarray, reference: np.ndarray, featur
         raise MetricsError(_missing_weights_message(feature_net, weights_path))
     _check_images("samples", samples, n_splits)
     _check_images("reference", reference, n_splits)
-    sha = _sha256(weights_path)
+    sha = file_digest(weights_path)
     if feature_net == "inception":
         _check_inception_hash(weights_path, sha)
         extractor = INCEPTION_WEIGHTS["feature_extractor"]

@@ -1,7 +1,6 @@
 """Tables and figures: every reproduced number beside the paper's, with a provenance sidecar."""
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 from importlib import resources
@@ -10,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ebm_repro.checkpoint import atomic_write, atomic_write_text
+from ebm_repro.checkpoint import atomic_write, atomic_write_text, file_digest
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -30,14 +29,6 @@ def paper_lookup(path: str) -> dict:
     return node
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
@@ -51,7 +42,7 @@ def git_commit() -> str:
 def write_provenance(output: Path, inputs: list[Path], extra: dict) -> None:
     """Sidecar <output>.provenance.json: git commit, input checksums and what produced it."""
     prov = {"output": str(output), "git_commit": git_commit(),
-            "inputs": {str(p): sha256_file(p) for p in inputs if Path(p).is_file()}, **extra}
+            "inputs": {str(p): file_digest(p) for p in inputs if Path(p).is_file()}, **extra}
     atomic_write_text(Path(str(output) + ".provenance.json"), json.dumps(prov, indent=1, default=str) + "\n")
 
 

@@ -61,7 +61,7 @@ def _params_for(job: dict, params: dict, setting: str) -> list[str]:
         return ["preset", "ablation", f"settings.{setting}.metrics"]
     if "variant" in wc:
         recipe = params["variants"][wc["variant"]]["recipe"]
-        return ["preset", f"recipes.{recipe}", f"presets", f"variants.{wc['variant']}",
+        return ["preset", f"recipes.{recipe}", "presets", f"variants.{wc['variant']}",
                 f"settings.{setting}"]
     return ["preset", "inception_rows", f"settings.{setting}.metrics"]
 
