@@ -14,7 +14,6 @@ import copy
 import dataclasses
 import hashlib
 import json
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,11 @@ DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
     "mnist": (28, 28, 1),           # ICD App. D.1 (E15)
     "shapes_gray28": (28, 28, 1),   # smoke stand-in for MNIST
 }
+
+
+def stable_hash(data: Any, n: int) -> str:
+    """First n hex digits of the sha256 of data as sorted-key JSON: equal settings, equal hash, any machine."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:n]
 
 
 def _pos(**kw: Any) -> Any:
@@ -191,14 +195,14 @@ class RunConfig:
     def hash(self, section: str | None = None) -> str:
         """Stable short hash of the config (or of one hp section), for provenance and resume checks."""
         d = self.to_dict() if section is None else dataclasses.asdict(getattr(self.hp, section))
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return stable_hash(d, 16)
 
     def training_hash(self) -> str:
         """Hash of everything that changes training (not test sampling or metrics)."""
         d = dataclasses.asdict(self.hp)
         d.pop("test_sampling")
         d.update(dataset=self.dataset, recipe=self.recipe)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return stable_hash(d, 16)
 
 
 # ----------------------------------------------------------------------------- schema

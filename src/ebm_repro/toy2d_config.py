@@ -6,12 +6,10 @@ The JSON schema is generated from these dataclasses with config.dataclass_schema
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 
 from ebm_repro.config import (BufferConfig, ConfigError, LossConfig, OptimConfig, SamplerConfig, _enum, _pos,
-                              build_setting_block, dataclass_schema)
+                              build_setting_block, dataclass_schema, stable_hash)
 
 DENSITIES = ("gauss8", "rings")
 RECIPES = ("igebm_cd", "igebm_ml", "icd_cd", "icd_kl")
@@ -79,7 +77,7 @@ class Toy2DConfig:
 
     def hash(self) -> str:
         """Short stable hash, a Snakemake param: editing the toy2d block re-runs the rule."""
-        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        return stable_hash(dataclasses.asdict(self), 12)
 
 
 def toy2d_schema() -> dict:

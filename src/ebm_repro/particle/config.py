@@ -6,11 +6,9 @@ The JSON schema is generated from these dataclasses with config.dataclass_schema
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 
-from ebm_repro.config import ConfigError, _enum, _pos, build_setting_block, dataclass_schema
+from ebm_repro.config import ConfigError, _enum, _pos, build_setting_block, dataclass_schema, stable_hash
 
 MODELS = ("feedforward", "ebm_ld", "ebm_mppi")  # (a) regressor, (b) EBM + Langevin, (c) EBM + MPPI
 CONTEXT = 3  # past positions given to every model (IGEBM §5.1)
@@ -108,15 +106,14 @@ class ParticleConfig:
 
     def section_hash(self, *sections: str) -> str:
         """Short stable hash of some sections (for provenance and Snakemake params)."""
-        d = {s: dataclasses.asdict(getattr(self, s)) for s in sections}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+        return stable_hash({s: dataclasses.asdict(getattr(self, s)) for s in sections}, 12)
 
     def train_hash(self, kind: str) -> str:
         """Hash of what changes one model kind's training (its own sampler and iteration count only)."""
         d = {s: dataclasses.asdict(getattr(self, s)) for s in ("physics", "data", "net", "train")}
         d["train"]["n_iters"] = getattr(self.train.n_iters, kind)
         d["sampler"] = {"ebm_ld": dataclasses.asdict(self.langevin), "ebm_mppi": dataclasses.asdict(self.mppi)}.get(kind)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+        return stable_hash(d, 12)
 
 
 def particle_schema() -> dict:
