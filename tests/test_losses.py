@@ -52,3 +52,46 @@ def test_entropy_loss_decreases_when_samples_spread_out():
     entropy_loss(x, bank).backward()
     moved = x.detach() - 0.01 * x.grad  # a gradient step on L_ent moves samples away from the bank
     assert entropy_loss(moved, bank) < entropy_loss(clustered, bank)
+
+
+class _Linear(torch.nn.Module):
+    """E_theta(x) = theta * sum(x), as a module so `frozen` can stop its gradient."""
+
+    def __init__(self):
+        super().__init__()
+        self.theta = torch.nn.Parameter(torch.tensor(0.7))
+
+    def forward(self, x):
+        return self.theta * x.sum(1)
+
+
+def _loss_config(**kw):
+    from ebm_repro.config import LossConfig
+    d = dict(kind="cd", l2_coeff=0.5, kl_opt_coeff=2.0, kl_ent_coeff=0.3, kl_opt_chains=2, kl_all_steps=False,
+             ent_n_neighbours=3, ent_min_buffer=0, ent_bank_augment=False, multiscale_reduce="sum")
+    return LossConfig(**{**d, **kw})
+
+
+def test_training_loss_is_main_plus_weighted_terms_and_l_opt_leaves_theta_alone():
+    from ebm_repro.losses import training_loss
+
+    model, xp, xn, bank = _Linear(), torch.rand(5, 3), torch.rand(7, 3), torch.rand(4, 3)
+    x_kl = torch.rand(2, 3, requires_grad=True)  # stands for the sampler's differentiable last step
+    e_pos, e_neg = model(xp), model(xn)
+    t = training_loss(_loss_config(), model, model, e_pos, e_neg, x_kl, lambda: bank)
+    e_kl = 0.7 * x_kl.sum(1)
+    want = cd_loss(e_pos, e_neg) + 0.5 * l2_reg(e_pos, e_neg) + 2.0 * e_kl.mean() + 0.3 * entropy_loss(x_kl, bank)
+    assert torch.allclose(t.total, want)
+    assert set(t.parts) == {"loss_kl_opt", "loss_ent"}
+    t.kl.backward()  # L_KL: gradient flows into the samples only, never into theta (ICD Eq. 6 stop-grad)
+    assert model.theta.grad is None and x_kl.grad is not None
+
+
+def test_training_loss_skips_l_ent_without_a_bank_and_follows_loss_kind():
+    from ebm_repro.losses import training_loss
+
+    model, xp, xn, x_kl = _Linear(), torch.rand(5, 3), torch.rand(7, 3), torch.rand(2, 3)
+    e_pos, e_neg = model(xp), model(xn)
+    t = training_loss(_loss_config(kind="ml", kl_opt_coeff=0.0), model, model, e_pos, e_neg, x_kl, None)
+    assert t.parts == {} and float(t.kl) == 0.0
+    assert torch.allclose(t.total, ml_loss(e_pos, e_neg) + 0.5 * l2_reg(e_pos, e_neg))

@@ -10,6 +10,7 @@ import yaml
 
 from ebm_repro import toy2d as T
 from ebm_repro.config import PARAMS_PATH, ConfigError, load_params, validate_params
+from ebm_repro import losses as L
 from ebm_repro.losses import cd_loss
 from ebm_repro.sampling import make_langevin
 
@@ -91,7 +92,7 @@ def test_each_recipe_learns_each_density(cfg, density, recipe):
 def test_flipped_cd_sign_does_not_learn(cfg, monkeypatch, density, recipe):
     # The same loop with L = -(mean E(x+) - mean E(x-)): data is pushed up the energy and the chains leave it.
     # For icd_kl the L_opt / L_ent terms stay as they are: alone they do not fit the data either.
-    monkeypatch.setitem(T.OBJECTIVES, "cd", lambda e_pos, e_neg: -cd_loss(e_pos, e_neg))
+    monkeypatch.setitem(L.OBJECTIVES, "cd", lambda e_pos, e_neg: -cd_loss(e_pos, e_neg))
     m = _train_eval(cfg, density, recipe)
     assert m["kl_samples"] > KL_SAMPLES_MAX[density], (density, recipe, m["kl_samples"])
 

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
+
+from ebm_repro.config import LossConfig
 
 
 def cd_loss(e_pos: torch.Tensor, e_neg: torch.Tensor) -> torch.Tensor:
@@ -45,3 +49,43 @@ def entropy_loss(x: torch.Tensor, bank: torch.Tensor, eps: float = 1e-8) -> torc
     """ICD Eq. 7: mean over x of -log(L2 distance to its nearest neighbour in the bank B)."""
     d = torch.cdist(x.flatten(1), bank.flatten(1).to(x))  # (B, |bank|)
     return -torch.log(d.min(dim=1).values + eps).mean()
+
+
+# Main objective by loss.kind: a table, so a test can put a broken objective into the real training step.
+OBJECTIVES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"cd": cd_loss, "ml": ml_loss}
+
+
+@dataclass
+class LossTerms:
+    """The parts of one training step's loss (E14 compares the gradients of `main` and `kl`)."""
+    main: torch.Tensor      # L_CD or L_ML
+    reg: torch.Tensor       # alpha * L2 regulariser
+    kl: torch.Tensor        # ICD L_KL = coefficient-weighted L_opt + L_ent (0 when off)
+    parts: dict = field(default_factory=dict)  # floats of the active L_KL terms, for the training log
+
+    @property
+    def total(self) -> torch.Tensor:
+        return self.main + self.reg + self.kl
+
+
+def training_loss(lc: LossConfig, model: nn.Module, energy: Callable[[torch.Tensor], torch.Tensor],
+                  e_pos: torch.Tensor, e_neg: torch.Tensor, x_kl: torch.Tensor | None,
+                  bank: Callable[[], torch.Tensor] | None) -> LossTerms:
+    """IGEBM / ICD objective from the energies of positives and negatives (B,) or (B, n_scales).
+
+    energy(x) gives the energies the loss sees (for L_opt on x_kl, under frozen `model` parameters);
+    bank() gives the past samples of L_ent, or bank is None while the replay buffer is too small for it.
+    """
+    main = OBJECTIVES[lc.kind](e_pos, e_neg)
+    reg = lc.l2_coeff * l2_reg(e_pos, e_neg)
+    kl, parts = torch.zeros((), device=e_pos.device), {}
+    if lc.kl_opt_coeff > 0:
+        with frozen(model):
+            opt = kl_opt_loss(energy(x_kl))
+        parts["loss_kl_opt"] = float(opt.detach())
+        kl = kl + lc.kl_opt_coeff * opt
+    if lc.kl_ent_coeff > 0 and bank is not None:
+        ent = entropy_loss(x_kl, bank())
+        parts["loss_ent"] = float(ent.detach())
+        kl = kl + lc.kl_ent_coeff * ent
+    return LossTerms(main, reg, kl, parts)

@@ -1,6 +1,6 @@
 """2-D toy check that every training recipe learns: densities, training loop, distances, figure, CLI.
 
-Each recipe trains the project's own pieces (make_model 'mlp2d', make_langevin, cd/ml/l2/L_opt/L_ent losses,
+Each recipe trains the project's own pieces (make_model 'mlp2d', make_langevin, the Trainer's training_loss,
 make_optimizer, EMA and the uint8 ReplayBuffer) on points in [0, 1]^2, composed as Trainer.train_step composes
 them for images: IGEBM Alg. 1 with a replay buffer (re-init share from U(0, 1)), ICD Eq. 4 + Eqs. 6-7.
 Nothing image-specific is used: no dequantisation, no augmentation (ICD's transitions act on images).
@@ -23,15 +23,13 @@ import torch
 
 from ebm_repro.buffer import ReplayBuffer, from_uint8
 from ebm_repro.config import ConfigError, ModelConfig
-from ebm_repro.losses import cd_loss, entropy_loss, frozen, kl_opt_loss, l2_reg, ml_loss
+from ebm_repro.losses import training_loss
 from ebm_repro.models import make_model
 from ebm_repro.optim import EMA, make_optimizer
 from ebm_repro.sampling import make_langevin
-from ebm_repro.toy2d_config import (DENSITIES, RECIPES, DensityConfig, Toy2DConfig, ToyModelConfig,  # noqa: F401
-                                    ToyRecipeConfig, temperature, toy2d_config, toy2d_schema)
+from ebm_repro.toy2d_config import (DENSITIES, RECIPES, DensityConfig, Toy2DConfig, ToyModelConfig,
+                                    ToyRecipeConfig, temperature, toy2d_config)
 
-# Main objective by loss.kind: a table, so a test can put a broken objective into the real loop.
-OBJECTIVES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"cd": cd_loss, "ml": ml_loss}
 MMD_BANDWIDTHS = (0.02, 0.05, 0.15)  # Gaussian kernels: mode width, mode spacing, layout scale
 
 
@@ -163,13 +161,8 @@ def train_toy(density: str, r: ToyRecipeConfig, cfg: Toy2DConfig, probe: Probe |
         x0, _ = buffer.sample(B)                                                     # (B, 2): past chains + re-inits
         res = sample(model, x0, kl_chains=kl_chains, kl_all_steps=r.loss.kl_all_steps)
         e_pos, e_neg = model(x_pos), model(res.x)                                    # (B,), (B,)
-        loss = OBJECTIVES[r.loss.kind](e_pos, e_neg) + r.loss.l2_coeff * l2_reg(e_pos, e_neg)
-        if r.loss.kl_opt_coeff > 0:  # ICD Eq. 6: E_{stop_grad(theta)}(x_kl); gradient through the last step
-            with frozen(model):
-                e_kl = model(res.x_kl)
-            loss = loss + r.loss.kl_opt_coeff * kl_opt_loss(e_kl)
-        if r.loss.kl_ent_coeff > 0 and len(buffer) > r.loss.ent_min_buffer:  # ICD Eq. 7: nearest neighbours
-            loss = loss + r.loss.kl_ent_coeff * entropy_loss(res.x_kl, buffer.recent(r.loss.ent_n_neighbours))
+        bank = (lambda: buffer.recent(r.loss.ent_n_neighbours)) if len(buffer) > r.loss.ent_min_buffer else None
+        loss = training_loss(r.loss, model, model, e_pos, e_neg, res.x_kl, bank).total  # the Trainer's objective
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if r.optim.grad_norm_clip > 0:

@@ -16,7 +16,7 @@ from ebm_repro.augment import make_augment
 from ebm_repro.buffer import ReplayBuffer
 from ebm_repro.config import RunConfig
 from ebm_repro.data import load_split
-from ebm_repro.losses import cd_loss, entropy_loss, frozen, kl_opt_loss, l2_reg, ml_loss
+from ebm_repro.losses import training_loss
 from ebm_repro.models import make_model
 from ebm_repro.optim import EMA, grad_norm, make_optimizer
 from ebm_repro.sampling import make_langevin
@@ -127,22 +127,14 @@ class Trainer:
         k = hp.loss.kl_opt_chains if use_kl else 0
         res = self.sample(energy, x0, kl_chains=k, kl_all_steps=hp.loss.kl_all_steps)
         e_pos, e_neg = loss_energy(x_pos), loss_energy(res.x)                  # (B,) or (B, 3)
-        main = cd_loss(e_pos, e_neg) if hp.loss.kind == "cd" else ml_loss(e_pos, e_neg)
-        reg = hp.loss.l2_coeff * l2_reg(e_pos, e_neg)
-        kl = torch.zeros((), device=self.dev)
-        parts = {}
-        if hp.loss.kl_opt_coeff > 0:
-            with frozen(self.model):
-                e_kl = loss_energy(res.x_kl)
-            parts["loss_kl_opt"] = float(kl_opt_loss(e_kl).detach())
-            kl = kl + hp.loss.kl_opt_coeff * kl_opt_loss(e_kl)
-        if hp.loss.kl_ent_coeff > 0 and len(self.buffer) > hp.loss.ent_min_buffer:
-            bank = self.buffer.recent(hp.loss.ent_n_neighbours)
-            bank = (self.augment(bank) if hp.loss.ent_bank_augment else bank).to(self.dev)
-            ent = entropy_loss(res.x_kl, bank)
-            parts["loss_ent"] = float(ent.detach())
-            kl = kl + hp.loss.kl_ent_coeff * ent
-        loss = main + reg + kl
+
+        def bank():
+            b = self.buffer.recent(hp.loss.ent_n_neighbours)
+            return (self.augment(b) if hp.loss.ent_bank_augment else b).to(self.dev)
+
+        terms = training_loss(hp.loss, self.model, loss_energy, e_pos, e_neg, res.x_kl,
+                              bank if len(self.buffer) > hp.loss.ent_min_buffer else None)
+        main, reg, kl, parts, loss = terms.main, terms.reg, terms.kl, terms.parts, terms.total
         self.opt.zero_grad(set_to_none=True)
         if want_grad_parts:  # E14 (ICD Fig. 13): gradient magnitude of L_CD vs L_KL
             params = [p for p in self.model.parameters() if p.requires_grad]
