@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from ebm_repro.checkpoint import atomic_write, atomic_write_text
+from ebm_repro.report import fmt, score_cells
 
 FACTORS = (("kl_opt", "L_opt"), ("kl_ent", "L_ent"), ("data_aug", "Data aug"), ("multiscale", "Multiscale"))
 
@@ -100,10 +101,6 @@ def stability_verdict(run: Run, gap_bound: float, late_frac: float) -> Verdict:
 
 
 # ----------------------------------------------------------------------------- shared table parts
-def _fmt(v, nd=2) -> str:
-    return "—" if v is None else f"{v:.{nd}f}"
-
-
 def _md_rows(body: list[list]) -> list[list[str]]:
     """Table cells as text with "|" escaped (an abort reason like "|mean E(x+)| > 10" would split a cell)."""
     return [[str(c).replace("|", "\\|") for c in row] for row in body]
@@ -111,10 +108,7 @@ def _md_rows(body: list[list]) -> list[list[str]]:
 
 def _scored(run: Run) -> tuple[str, str]:
     """IS and FID cells of a run's metrics; a diverged run was not sampled."""
-    m = run.metrics or {}
-    if m.get("diverged"):
-        return (f"diverged at step {m['diverged']['step']}",) * 2
-    return f"{m['IS_mean']:.2f} ± {m['IS_std']:.2f}", _fmt(m["FID"])
+    return score_cells(run.metrics or {})
 
 
 def metric_note(runs: list[Run]) -> list[str]:
@@ -196,7 +190,7 @@ def ablation_table(runs: list[Run], paper_rows: list[dict], gap_bound: float, la
         is_run, fid_run = _scored(run)
         v = stability_verdict(run, gap_bound, late_frac)
         body.append([*("Yes" if f[k] else "No" for k, _ in FACTORS), is_run, fid_run,
-                     ("Yes — " if v.stable else "No — ") + v.text, _fmt(paper["IS"]), _fmt(paper["FID"]),
+                     ("Yes — " if v.stable else "No — ") + v.text, fmt(paper["IS"]), fmt(paper["FID"]),
                      "Yes" if paper["stable"] else "No", run.summary["step"], f"`{run.variant}`"])
     head = [name for _, name in FACTORS] + ["IS (this run)", "FID (this run)", "Stable (this run)", "IS (paper)",
                                             "FID (paper)", "Stable (paper)", "train steps", "variant"]
@@ -231,8 +225,8 @@ def truncation_table(runs: list[Run], rows: list[dict], paper: dict, timing: dic
         p, t = paper[row["paper"]], timing[run.variant]
         ratio = f"{t['wall_median'] / base['wall_median']:.2f}×" if base else "—"
         _, fid = _scored(run)
-        body.append([row["label"], fid, _fmt(p["FID"]), _fmt(t["wall_median"], 3), _fmt(t["cpu_median"], 3), ratio,
-                     p.get("relative_time", "1× (reference)"), _fmt(run.summary.get("sec_per_iter"), 3),
+        body.append([row["label"], fid, fmt(p["FID"]), fmt(t["wall_median"], 3), fmt(t["cpu_median"], 3), ratio,
+                     p.get("relative_time", "1× (reference)"), fmt(run.summary.get("sec_per_iter"), 3),
                      run.summary["step"], run.hp["loss"]["kl_opt_chains"], run.hp["sampler"]["n_steps"],
                      t["device"], f"`{run.variant}`"])
     head = ["L_opt backprop through", "FID (this run)", "FID (paper)", "s / iteration (benchmark)",

@@ -46,8 +46,16 @@ def write_provenance(output: Path, inputs: list[Path], extra: dict) -> None:
     atomic_write_text(Path(str(output) + ".provenance.json"), json.dumps(prov, indent=1, default=str) + "\n")
 
 
-def _fmt(v, nd=2) -> str:
+def fmt(v, nd=2) -> str:
+    """A table number, or an em dash where there is none."""
     return "—" if v is None else f"{v:.{nd}f}"
+
+
+def score_cells(m: dict) -> tuple[str, str]:
+    """IS (mean ± std) and FID cells of a metrics dict; a diverged run shows where it diverged instead."""
+    if m.get("diverged"):
+        return (f"diverged at step {m['diverged']['step']}",) * 2
+    return f"{m['IS_mean']:.2f} ± {m['IS_std']:.2f}", fmt(m["FID"])
 
 
 def inception_table(metrics: list[dict], rows: list[dict]) -> str:
@@ -65,15 +73,15 @@ def inception_table(metrics: list[dict], rows: list[dict]) -> str:
         sampling = (f"{ts['n_chains']} chains × {ts['n_iters']} it × {ts['steps_per_iter']} steps, "
                     f"step {ts['step_size']:g}, noise {ts['noise_std']:g}, clip {ts['grad_clip']:g}"
                     + (", EMA" if ts["use_ema"] else "") + (", aug" if ts["augment_every_iter"] else ""))
+        is_run, fid_run = score_cells(m)
         if m.get("diverged"):
-            d = m["diverged"]
-            is_run = fid_run = kid = f"diverged at step {d['step']}"
+            kid = is_run  # "diverged at step N"
+        elif m.get("KID_mean") is not None:
+            kid = f"{m['KID_mean']:.4f} ± {m['KID_std']:.4f}"
         else:
-            is_run = f"{m['IS_mean']:.2f} ± {m['IS_std']:.2f}"
-            fid_run = _fmt(m["FID"])
-            kid = f"{m['KID_mean']:.4f} ± {m['KID_std']:.4f}" if m.get("KID_mean") is not None else "—"
+            kid = "—"
         body.append([row["row"], is_run, fid_run, kid,
-                     _fmt(paper.get("IS", (None,))[0]), _fmt(paper.get("FID", (None,))[0], 1),
+                     fmt(paper.get("IS", (None,))[0]), fmt(paper.get("FID", (None,))[0], 1),
                      ", ".join(sorted({src for _, src in paper.values()})) or "—",
                      m.get("n_samples", 0), m["train_step"], sampling, m["preset"]])
     head = ["Model", "IS (this run)", "FID (this run)", "KID (this run)", "IS (paper)", "FID (paper)",
@@ -104,9 +112,9 @@ def inception_table(metrics: list[dict], rows: list[dict]) -> str:
               + " where the two disagree (see params.yaml `presets`).",
               "", "## Baselines quoted from the papers (not computed here)", ""]
     pn = paper_numbers()
-    base = [[name, _fmt(v.get("IS")), _fmt(v.get("FID"), 1), "ICD (2021) Fig. 3"]
+    base = [[name, fmt(v.get("IS")), fmt(v.get("FID"), 1), "ICD (2021) Fig. 3"]
             for name, v in pn["improved_cd_2021"]["generation_fig_3"]["CIFAR-10 unconditional"].items()]
-    base += [[f"{name} (conditional)", _fmt(v.get("IS")), "—", "IGEBM (2019) Tab. 4b"]
+    base += [[f"{name} (conditional)", fmt(v.get("IS")), "—", "IGEBM (2019) Tab. 4b"]
              for name, v in pn["igebm_2019"]["inception_table_4b"]["conditional"].items()]
     lines += [tabulate(base, headers=["Model (quoted)", "IS (paper)", "FID (paper)", "source"],
                        tablefmt="github", disable_numparse=True), ""]
