@@ -83,7 +83,7 @@ rule plot_kl_grad:
         "{PY} -m ebm_repro.ablation plot-kl-grad {ARGS} --train-dirs {params.dirs} --out {output.png} > {log} 2>&1"
 
 
-AB_TRUNC_DATA = [f"{PREFIX}data/{resolve(PARAMS, v, setting=SETTING, validated=True).dataset}" for v in AB_TRUNC]
+AB_TRUNC_DATA = [f"{PREFIX}data/{run_config(v).dataset}" for v in AB_TRUNC]
 
 
 rule time_truncation_steps:
@@ -96,7 +96,7 @@ rule time_truncation_steps:
         f"{PREFIX}logs/time_truncation_steps.log",
     params:
         dirs=" ".join(AB_TRUNC_DATA),  # one per truncation row
-        hashes=[resolve(PARAMS, v, setting=SETTING, validated=True).training_hash() for v in AB_TRUNC],
+        hashes=[run_config(v).training_hash() for v in AB_TRUNC],
         steps=AB["timing_steps"][SETTING],
     threads: THREADS
     resources:

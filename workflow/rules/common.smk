@@ -1,4 +1,5 @@
 # Shared paths and helpers for all rule files (globals PARAMS, SETTING, PREFIX, PY come from the Snakefile).
+import functools
 import os
 
 from ebm_repro.config import DATASET_SHAPES, resolve
@@ -27,20 +28,26 @@ def outdir(path):
     return os.path.dirname(path)
 
 
+@functools.cache
+def run_config(variant):
+    """The resolved config of a variant under this setting (resolved once per variant, not per helper call)."""
+    return resolve(PARAMS, variant, setting=SETTING, validated=True)
+
+
 def variant_data(wildcards):
     """Folder of the dataset a variant trains on (variants[v].dataset, or the setting's; smoke: its stand-in)."""
-    return f"{PREFIX}data/{resolve(PARAMS, wildcards.variant, setting=SETTING, validated=True).dataset}"
+    return f"{PREFIX}data/{run_config(wildcards.variant).dataset}"
 
 
 def training_hash(wildcards):
     """Changes when a hyperparameter that affects training changes: Snakemake then reruns the job."""
-    return resolve(PARAMS, wildcards.variant, setting=SETTING, validated=True).training_hash()
+    return run_config(wildcards.variant).training_hash()
 
 
 def sampling_hash(wildcards):
-    return resolve(PARAMS, wildcards.variant, setting=SETTING, validated=True).hash("test_sampling")
+    return run_config(wildcards.variant).hash("test_sampling")
 
 
 def eval_every(wildcards):
     """Periodic buffer IS/FID during training (stability curves) needs the feature network as input."""
-    return resolve(PARAMS, wildcards.variant, setting=SETTING, validated=True).hp.train.eval_every
+    return run_config(wildcards.variant).hp.train.eval_every
