@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ebm_repro import checkpoint as ck
 from ebm_repro import config as C
 
 
@@ -58,8 +59,6 @@ def cmd_train(a) -> None:
 
 
 def cmd_sample(a) -> None:
-    from ebm_repro import checkpoint as ck
-    from ebm_repro.checkpoint import atomic_write
     from ebm_repro.generate import generate
 
     p = _params(a)
@@ -74,8 +73,8 @@ def cmd_sample(a) -> None:
         images, labels = generate(cfg, Path(a.model), a.mode, n, device=a.device, seed=cfg.hp.train.seed)
     info = dict(variant=a.variant, mode=a.mode, train_step=meta["step"], diverged=meta.get("diverged"),
                 config=cfg.to_dict())
-    atomic_write(Path(a.out), lambda f: np.savez(f, images=images, labels=labels,
-                                                   info=json.dumps(info, default=str)))
+    ck.atomic_write(Path(a.out), lambda f: np.savez(f, images=images, labels=labels,
+                                                      info=json.dumps(info, default=str)))
     print(f"wrote {len(images)} samples to {a.out}")
 
 
@@ -100,8 +99,7 @@ def cmd_metrics(a) -> None:
         if mc.feature_net == "smoke_classifier":
             out["feature_net_acc"] = torch.load(a.feature_net, map_location="cpu",
                                                 weights_only=False).get("test_acc")
-    from ebm_repro.checkpoint import atomic_write_text
-    atomic_write_text(Path(a.out), json.dumps(out, indent=1, default=str) + "\n")
+    ck.atomic_write_text(Path(a.out), json.dumps(out, indent=1, default=str) + "\n")
     print(json.dumps({k: out.get(k) for k in ("IS_mean", "IS_std", "FID", "n_samples")}))
 
 
@@ -128,7 +126,6 @@ def cmd_plot_samples(a) -> None:
 
 
 def cmd_table_inception(a) -> None:
-    from ebm_repro.checkpoint import atomic_write_text
     from ebm_repro.report import inception_table, write_provenance
 
     p = _params(a)
@@ -136,7 +133,7 @@ def cmd_table_inception(a) -> None:
     rows = p["inception_rows"]
     if len(metrics) != len(rows):
         raise SystemExit(f"got {len(metrics)} metric files for {len(rows)} inception_rows")
-    atomic_write_text(Path(a.out), inception_table(metrics, rows))
+    ck.atomic_write_text(Path(a.out), inception_table(metrics, rows))
     write_provenance(Path(a.out), [Path(m) for m in a.metrics] + [Path(a.params)],
                      {"setting": p["setting"], "preset": p["preset"],
                       "dataset_checksums": json.loads(Path(a.data_checksums).read_text()),
@@ -171,13 +168,12 @@ def main(argv: list[str] | None = None) -> None:
         sp.set_defaults(fn=fn)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    from ebm_repro.checkpoint import CheckpointError
     from ebm_repro.data import DatasetError
     from ebm_repro.metrics import MetricsError
 
     try:
         a.fn(a)
-    except (C.ConfigError, CheckpointError, DatasetError, MetricsError) as e:
+    except (C.ConfigError, ck.CheckpointError, DatasetError, MetricsError) as e:
         # a user-fixable problem: say what and how, without a traceback
         sys.exit(f"error: {e}")
 

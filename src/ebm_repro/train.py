@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import time
@@ -233,15 +234,11 @@ class Trainer:
                  "config": self.cfg.to_dict(), "training_hash": self.cfg.training_hash(), "step": step,
                  "model": model, "ema": ema, "snapshots": snapshots, "diverged": diverged}
         ck.save(out / "model.pt", final)
-        keys = sorted({k for r in self.log for k in r})
-        def write_csv(f):
-            import io
-            buf = io.StringIO()
-            w = csv.DictWriter(buf, fieldnames=keys)
-            w.writeheader()
-            w.writerows(self.log)
-            f.write(buf.getvalue().encode())
-        ck.atomic_write(out / "train_log.csv", write_csv)
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=sorted({k for r in self.log for k in r}))
+        w.writeheader()
+        w.writerows(self.log)
+        ck.atomic_write_text(out / "train_log.csv", buf.getvalue())
         last = self.log[-1] if self.log else {}
         summary = {"variant": self.cfg.variant, "step": step, "diverged": diverged,
                    "e_pos": last.get("e_pos"), "e_neg": last.get("e_neg"), "gap": last.get("gap"),
