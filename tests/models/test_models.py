@@ -16,18 +16,21 @@ from ebm_repro.models.layers import SpectralNormAtMostOne, has_spectral_norm
 torch.set_num_threads(1)
 
 # Paper-width recipes (params.yaml: igebm, igebm_cond, icd), written out so the counts do not hang on other edits.
+IGEBM_INIT = dict(sn_init="code", head_init="xavier", cond_gain_offset=True, residual_skip=True)  # preset code
+TORCH_INIT = dict(sn_init="torch", head_init="torch", cond_gain_offset=False, residual_skip=True)
 PAPER = {
     "igebm_resnet32_large": dict(arch="igebm_resnet32_large", width=128, n_classes=0, spectral_norm=True,
                                  spectral_norm_head=False, dropout=0.5, attention=False, multiscale=False,
-                                 activation="leaky_relu", norm="none", image_size=32, channels=3),
+                                 activation="leaky_relu", norm="none", image_size=32, channels=3, **IGEBM_INIT),
     "igebm_resnet32": dict(arch="igebm_resnet32", width=128, n_classes=10, spectral_norm=True,
                            spectral_norm_head=False, dropout=0.0, attention=False, multiscale=False,
-                           activation="leaky_relu", norm="none", image_size=32, channels=3),
+                           activation="leaky_relu", norm="none", image_size=32, channels=3, **IGEBM_INIT),
     "icd_resnet": dict(arch="icd_resnet", width=64, n_classes=0, spectral_norm=False, spectral_norm_head=False,
                        dropout=0.0, attention=True, multiscale=True, activation="swish", norm="group",
-                       image_size=32, channels=3),
+                       image_size=32, channels=3, **TORCH_INIT),
     "mlp2d": dict(arch="mlp2d", width=64, n_classes=0, spectral_norm=True, spectral_norm_head=False, dropout=0.0,
-                  attention=False, multiscale=False, activation="swish", norm="none", image_size=1, channels=2),
+                  attention=False, multiscale=False, activation="swish", norm="none", image_size=1, channels=2,
+                  **TORCH_INIT),
 }
 PAPER["igebm_resnet32_large_fig15b"] = dict(PAPER["igebm_resnet32_large"], arch="igebm_resnet32_large_fig15b",
                                             dropout=0.0)  # preset paper_text: Fig. 15b as printed, no dropout
@@ -187,7 +190,7 @@ def test_igebm_second_conv_starts_near_zero_and_is_bounded():
     assert conv2.weight.abs().max() < 1e-6
     with torch.no_grad():
         conv2.parametrizations.weight.original.normal_()
-    for _ in range(30):  # power iteration converges over training forwards
+    for _ in range(200):  # power iteration converges over training forwards (slowly when sigma_1 ~ sigma_2)
         w = conv2.weight
     assert torch.linalg.matrix_norm(w.flatten(1), ord=2) <= 1.0 + 1e-3
 
@@ -267,3 +270,62 @@ def test_igebm_fig15b_keeps_the_last_stage_at_256_channels():
     assert [b.conv2.weight.shape[0] for b in paper.blocks] == [128] * 3 + [256] * 6
     assert [b.conv2.weight.shape[0] for b in code.blocks][-1] == 512
     assert paper.head.in_features == 256 and count_params(paper) < count_params(code) / 2
+
+
+# ----------------------------------------------------------------------------- authors' init and switches (issue 8)
+def _raw(conv: nn.Module) -> torch.Tensor:
+    return conv.parametrizations.weight.original
+
+
+@pytest.mark.parametrize("sn_init, std", [("code", 1.0), ("torch", None)])
+def test_spectral_norm_weights_start_as_the_switch_says(sn_init, std):
+    # IGEBM utils.py get_weight: spectral-normed weights start N(0, 1); torch's Kaiming-uniform has
+    # std = 1 / sqrt(3 fan_in) (a = sqrt(5)): 1/sqrt(3 * 9 * 128) = 0.0170 for the 128-channel 3x3 convs.
+    model = make_model(ModelConfig(**dict(PAPER["igebm_resnet32_large"], sn_init=sn_init)))
+    w = _raw(model.blocks[1].conv1)                       # (128, 128, 3, 3): 147,456 draws
+    want = std if std is not None else 1 / (3 * 9 * 128) ** 0.5
+    assert w.std().item() == pytest.approx(want, rel=0.01)
+    assert _raw(model.blocks[1].conv2).abs().max() < 1e-8  # the zero-init conv stays near zero either way
+
+
+@pytest.mark.parametrize("head_init", ["xavier", "torch"])
+def test_dense_head_init(head_init):
+    model = make_model(ModelConfig(**dict(PAPER["igebm_resnet32_large"], head_init=head_init)))
+    w, b = model.head.weight, model.head.bias                # (1, 512), (1,)
+    # Xavier-uniform bound sqrt(6 / (fan_in + fan_out)) = sqrt(6 / 513) = 0.1081; torch: 1 / sqrt(512) = 0.0442
+    bound = (6 / 513) ** 0.5 if head_init == "xavier" else 1 / 512 ** 0.5
+    assert w.abs().max().item() <= bound and w.abs().max().item() > 0.9 * bound
+    assert (b == 0).all() if head_init == "xavier" else b.abs().item() > 0
+
+
+def test_conditional_gain_has_a_shared_offset_only_when_asked():
+    on = make_model(small("igebm_resnet32", n_classes=4, cond_gain_offset=True)).eval()
+    off = make_model(small("igebm_resnet32", n_classes=4, cond_gain_offset=False))
+    assert on.blocks[0].gain_offset.shape == (8,) and off.blocks[0].gain_offset is None
+    assert count_params(on) - count_params(off) == sum(b.conv2.weight.shape[0] for b in on.blocks)
+    x, y = inputs(small("igebm_resnet32", n_classes=4), True)
+    perturb(on)
+    base = on(x, y)
+    with torch.no_grad():  # an offset c on every class's gain equals adding c to each class row of g
+        for blk in on.blocks:
+            blk.gain_offset.add_(0.3)
+    shifted = on(x, y)
+    with torch.no_grad():
+        for blk in on.blocks:
+            blk.gain_offset.sub_(0.3)
+            blk.gain2.weight.add_(0.3)
+    assert not torch.allclose(base, shifted) and torch.allclose(on(x, y), shifted, atol=1e-6)
+    assert make_model(small("igebm_resnet32_large", cond_gain_offset=True)).blocks[0].gain_offset is None
+
+
+def test_icd_residual_skip_switch():
+    # With the convs' output zeroed the block is its skip (x) or nothing (0) before the down path.
+    for skip in (True, False):
+        model = make_model(small("icd_resnet", residual_skip=skip, multiscale=False, attention=False)).eval()
+        block = model.scales[0].stages[0][0]                 # no down conv: output = act(...) (+ x)
+        with torch.no_grad():
+            block.norm2.weight.zero_()
+            block.norm2.bias.zero_()
+        x = torch.randn(2, 8, 16, 16)
+        out = block(x, None)                                 # swish(0) = 0
+        assert torch.allclose(out, x if skip else torch.zeros_like(x))

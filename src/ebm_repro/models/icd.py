@@ -31,7 +31,7 @@ class FiLM(nn.Module):
 
 
 class ICDBlock(nn.Module):
-    """Code CondResBlock: two 3x3 WS convs (norm, FiLM, act) + identity skip; a down block then convs and pools."""
+    """Code CondResBlock: two 3x3 WS convs (norm, FiLM, act) + identity skip (model.residual_skip); down: conv, pool."""
 
     def __init__(self, channels: int, c_down: int | None, cfg: ModelConfig):
         super().__init__()
@@ -50,13 +50,15 @@ class ICDBlock(nn.Module):
         self.act = make_activation(cfg.activation)
         # down block: plain conv to c_down channels, then avg-pool(3, 2, 1) and act (code `conv_downsample`)
         self.down = nn.Conv2d(channels, c_down, 3, padding=1) if c_down else None
+        self.skip = cfg.residual_skip  # HEAD adds the block input back; the paper-era code (54b46ad) did not
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         h = self.norm1(self.conv1(x))                            # (B, C, H, W)
         h = self.dropout(self.act(h if self.film1 is None else self.film1(h, y)))
         h = self.norm2(self.conv2(h))
         h = self.act(h if self.film2 is None else self.film2(h, y))
-        h = h + x
+        if self.skip:
+            h = h + x
         if self.down is not None:
             h = self.act(downsample(self.down(h)))               # (B, C_down, H/2, W/2)
         return h
@@ -75,7 +77,7 @@ class ICDScaleNet(nn.Module):
         self.stages = nn.ModuleList(
             nn.ModuleList([ICDBlock(c_in[i], None, cfg), ICDBlock(c_in[i], c_out[i], cfg)]) for i in range(n_stages))
         self.attention = SelfAttention(c_out[ATTENTION_AFTER_STAGE]) if attention else None
-        self.head = linear(c_out[n_stages - 1], 1, cfg.spectral_norm_head)
+        self.head = linear(c_out[n_stages - 1], 1, cfg.spectral_norm_head, head_init=cfg.head_init)
         self.act = make_activation(cfg.activation)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
