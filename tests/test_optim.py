@@ -1,4 +1,5 @@
 """ClippedAdam equals Adam without the clip and clips outliers to 3 sqrt(v_hat) + 0.1; EMA arithmetic."""
+import pytest
 import torch
 
 from ebm_repro.optim import EMA, ClippedAdam
@@ -18,11 +19,11 @@ def test_without_clip_it_is_adam():
     assert torch.allclose(p1, p2, atol=1e-6)
 
 
-def test_outlier_gradient_element_is_clipped():
+def test_outlier_gradient_element_is_clipped_lagged_form():
     p = torch.nn.Parameter(torch.zeros(2))
-    opt = ClippedAdam([p], lr=1.0, betas=(0.0, 0.999), std_clip=True)
+    opt = ClippedAdam([p], lr=1.0, betas=(0.0, 0.999), std_clip=True, std_clip_form="lagged")
     p.grad = torch.tensor([1.0, 1.0])
-    opt.step()  # v = 0.001 * g^2
+    opt.step()  # v = 0.001 * g^2; lagged form: no clip at step 1
     v_hat = opt.state[p]["v"] / (1 - 0.999)  # = 1
     p.grad = torch.tensor([1000.0, 0.5])
     before = p.detach().clone()
@@ -34,6 +35,45 @@ def test_outlier_gradient_element_is_clipped():
     expected = before - m_hat / ((v / (1 - 0.999 ** 2)).sqrt() + 1e-8)
     assert torch.allclose(p.detach(), expected, atol=1e-5)
     assert torch.allclose(opt.state[p]["v"], v)  # the clipped value, not 1000, entered the moments
+
+
+def _hand_adam(grads, b2, form, eps=1e-8):
+    """Parameter after Adam(lr 1, beta1 0) with the std clip, computed by hand in float64 from the formulas."""
+    x, v = 0.0, 0.0
+    for t, g in enumerate(grads, start=1):
+        if form == "tf":    # custom_adam.py: bound from v of steps < t over (1 - beta2^t), from step 1
+            bound = 3 * (v / (1 - b2 ** t)) ** 0.5 + 0.1
+        else:               # lagged: over (1 - beta2^(t-1)), from step 2
+            bound = float("inf") if t == 1 else 3 * (v / (1 - b2 ** (t - 1))) ** 0.5 + 0.1
+        g = max(min(g, bound), -bound)
+        v = b2 * v + (1 - b2) * g * g
+        x -= g / ((v / (1 - b2 ** t)) ** 0.5 + eps)
+    return x
+
+
+@pytest.mark.parametrize("form", ["tf", "lagged"])
+def test_std_clip_where_v_hat_is_not_one_matches_a_hand_computation(form):
+    # Gradients 4, 2 make v_hat(step 2) = (0.1 * 16 + ... ) != 1 (beta2 = 0.9 so the correction matters);
+    # the third gradient 50 is an outlier clipped to 3 sqrt(v_hat) + 0.1 -- a bound of 3 v_hat + 0.1 (no
+    # square root) or of sqrt without the bias correction gives another parameter.
+    grads = [4.0, 2.0, 50.0, -1.0]
+    p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    opt = ClippedAdam([p], lr=1.0, betas=(0.0, 0.9), std_clip=True, std_clip_form=form)
+    for g in grads:
+        p.grad = torch.tensor([g], dtype=torch.float64)
+        opt.step()
+    assert p.item() == pytest.approx(_hand_adam(grads, 0.9, form), rel=1e-12)
+    # the two forms differ (step 1 is clipped to 0.1 by tf, not by lagged)
+    assert _hand_adam(grads, 0.9, "tf") != pytest.approx(_hand_adam(grads, 0.9, "lagged"), rel=1e-3)
+
+
+def test_tf_form_clips_the_first_step_to_0_1():
+    # custom_adam.py: v = 0 before step 1, so the bound is 0.1 -- the first update sees g = 0.1, not 7.
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = ClippedAdam([p], lr=1.0, betas=(0.0, 0.999), std_clip=True, std_clip_form="tf")
+    p.grad = torch.tensor([7.0])
+    opt.step()
+    assert opt.state[p]["v"].item() == pytest.approx(0.001 * 0.1 ** 2)
 
 
 def test_ema_update():
