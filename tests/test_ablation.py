@@ -114,6 +114,8 @@ def test_ablation_table_puts_paper_numbers_and_verdicts_beside_the_run(tmp_path,
     assert "Stability rule" in md and "0.5" in md and "last 50%" in md
     assert "NOT Inception scores" in md and "preset `code`" in md and "Setting `smoke`" in md
     assert "different numbers of iterations" not in md  # every row has the same n_iters here
+    # each row names its preset, FID reference and test-time protocol (ICD code: the persistent buffer)
+    assert first[10] == "`code`" and "`train`" in first[11] and first[12].startswith("persistent_buffer")
 
 
 def test_tables_name_the_paper_vs_code_switches(tmp_path, params):

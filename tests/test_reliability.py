@@ -35,7 +35,7 @@ def tiny_params(n_iters: int = 16) -> dict:
         "loss": {"kl_opt_chains": 4, "ent_min_buffer": 8, "ent_n_neighbours": 8},
         "train": {"batch_size": 8, "n_iters": n_iters, "ckpt_every": 2, "snapshot_every": 1, "n_snapshots": 3,
                   "log_every": 2, "eval_n_samples": 16},
-        "test_sampling": {"n_chains": 8, "n_iters": 2, "steps_per_iter": 2, "final_iters_fixed": 1},
+        "test_sampling": {"n_chains": 8, "draw_size": 4, "n_iters": 4, "steps_per_iter": 2, "final_iters_fixed": 1},
     }
     p["settings"]["smoke"]["metrics"]["n_samples"] = 8
     return p
@@ -128,7 +128,7 @@ def test_checkpoint_of_another_architecture_is_refused_naming_the_mismatch(tmp_p
     cli("train", "--params", str(params), "--variant", "igebm_uncond", "--data", str(data_dir),
         "--out", str(tmp_path / "u"), cwd=tmp_path)
     # sampling the conditional variant from the unconditional model: model arguments differ
-    r = cli("sample", "--params", str(params), "--variant", "igebm_cond", "--mode", "conditional",
+    r = cli("sample", "--params", str(params), "--variant", "igebm_cond", "--mode", "single",
             "--model", str(tmp_path / "u" / "model.pt"), "--out", str(tmp_path / "s.npz"), cwd=tmp_path, check=False)
     assert r.returncode != 0 and "arch: checkpoint 'igebm_resnet32_large' vs config 'igebm_resnet32'" in r.stderr
     assert not (tmp_path / "s.npz").exists()
@@ -183,7 +183,7 @@ def test_non_finite_energy_stops_training(tmp_path, data_dir):
     (lambda p: p["recipes"]["icd"]["train"].update(n_iters=10.5), "recipes.icd.train.n_iters"),  # wrong type
     (lambda p: p["recipes"]["icd"]["train"].update(batch_size=0), "recipes.icd.train.batch_size"),  # zero count
     (lambda p: p["recipes"]["igebm"]["buffer"].update(size=-5), "recipes.igebm.buffer.size"),     # negative
-    (lambda p: p["inception_rows"][0].update(mode="conditional"), "needs a conditional model"),  # impossible
+    (lambda p: p["inception_rows"][-1].update(mode="ensemble"), "needs train.n_snapshots >= 2"),  # impossible
 ])
 def test_bad_params_are_refused_by_every_entry_point_and_touch_nothing(tmp_path, data_dir, mutate, key):
     p = tiny_params()

@@ -46,7 +46,7 @@ def test_paper_dag_lists_download_train_sample_metrics_and_table_jobs():
     counts = job_counts(p.stdout)
     assert counts["prepare_dataset"] == 1 and counts["prepare_feature_net"] == 1
     assert counts["train_model"] == 3  # igebm_uncond, igebm_cond, icd
-    assert counts["sample_model"] == counts["compute_metrics"] == counts["plot_samples"] == 4
+    assert counts["sample_model"] == counts["compute_metrics"] == counts["plot_samples"] == 5  # + cond ensemble
     assert counts["make_inception_table"] == 1
 
 
@@ -87,7 +87,8 @@ def test_dvc_repro_dry_lists_the_stages(tmp_path):
     p = run([str(BIN / "dvc"), "repro", "--dry", "--force"], cwd=repo)
     for stage in ("prepare_dataset-cifar10", "prepare_dataset-mnist", "train_model-icd",
                   "sample_model-igebm_uncond-ensemble",
-                  "compute_metrics-igebm_cond-conditional", "make_inception_table"):
+                  "compute_metrics-igebm_cond-single", "compute_metrics-igebm_cond-ensemble",
+                  "make_inception_table"):
         assert f"'{stage}'" in p.stdout, p.stdout[-2000:]
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from ebm_repro.checkpoint import atomic_write, atomic_write_text
-from ebm_repro.report import fmt, score_cells
+from ebm_repro.report import fmt, sampling_text, score_cells, scoring_text
 
 FACTORS = (("kl_opt", "L_opt"), ("kl_ent", "L_ent"), ("data_aug", "Data aug"), ("multiscale", "Multiscale"))
 
@@ -107,15 +107,15 @@ def _md_rows(body: list[list]) -> list[list[str]]:
 
 
 def _scored(run: Run) -> tuple[str, str]:
-    """IS and FID cells of a run's metrics; a diverged run was not sampled."""
+    """IS and FID cells of a run's metrics (a diverged run: what was scored instead, or nothing)."""
     return score_cells(run.metrics or {})
 
 
 def metric_note(runs: list[Run]) -> list[str]:
     """Footer lines on what IS/FID mean here (smoke classifier vs Inception-v3)."""
-    m = next((r.metrics for r in runs if r.metrics and not r.metrics.get("diverged")), None)
+    m = next((r.metrics for r in runs if r.metrics and r.metrics.get("IS_mean") is not None), None)
     if m is None:
-        return ["- No run was scored (all diverged)."]
+        return ["- No run was scored (all diverged before a usable checkpoint)."]
     datasets = sorted({r.config["dataset"] for r in runs})
     if m["feature_net"] == "smoke_classifier":
         return [f"- **Smoke setting: these are NOT Inception scores.** IS/FID use the smoke feature classifier "
@@ -191,9 +191,12 @@ def ablation_table(runs: list[Run], paper_rows: list[dict], gap_bound: float, la
         v = stability_verdict(run, gap_bound, late_frac)
         body.append([*("Yes" if f[k] else "No" for k, _ in FACTORS), is_run, fid_run,
                      ("Yes — " if v.stable else "No — ") + v.text, fmt(paper["IS"]), fmt(paper["FID"]),
-                     "Yes" if paper["stable"] else "No", run.summary["step"], f"`{run.variant}`"])
+                     "Yes" if paper["stable"] else "No", f"`{run.config['preset']}`",
+                     scoring_text(run.metrics) if run.metrics else "—", sampling_text(run.hp["test_sampling"]),
+                     run.summary["step"], f"`{run.variant}`"])
     head = [name for _, name in FACTORS] + ["IS (this run)", "FID (this run)", "Stable (this run)", "IS (paper)",
-                                            "FID (paper)", "Stable (paper)", "train steps", "variant"]
+                                            "FID (paper)", "Stable (paper)", "preset", "scoring",
+                                            "test-time sampling (protocol)", "train steps", "variant"]
     attn = sorted({r.hp["model"]["attention"] for r in runs})
     lines = [f"# ICD ablation (Tab. 2): CIFAR-10-style generation and training stability "
              f"({runs[0].config['setting']} setting)", "",
@@ -202,7 +205,11 @@ def ablation_table(runs: list[Run], paper_rows: list[dict], gap_bound: float, la
              "- Paper columns: ICD (2021) Tab. 2 (src/ebm_repro/paper_numbers.yaml "
              "`improved_cd_2021/ablation_table_2`). The factor columns are read from each run's resolved config.",
              f"- Self-attention: {'on' if attn == [True] else 'mixed' if len(attn) > 1 else 'off'} in every row "
-             f"(Tab. 2 does not vary it); the last row is the full ICD variant of inception.md."]
+             f"(Tab. 2 does not vary it); the last row is the full ICD variant of inception.md.",
+             "- Unstable rows are still scored, as in the paper: both codes keep the checkpoint with the best "
+             "training-time IS (IGEBM train.py `model_best`, ICD train.py `best_inception`), so Tab. 2's unstable "
+             "rows 1-3 carry IS/FID. A run of ours that aborted is scored from the checkpoint its trainer kept; "
+             "the cell names which (best training-time IS, or the last good checkpoint) and the abort step."]
     return "\n".join(lines + settings_note(runs, switches) + metric_note(runs)) + "\n"
 
 

@@ -65,13 +65,25 @@ def cmd_sample(a) -> None:
     cfg = C.resolve(p, a.variant)
     n = p["settings"][p["setting"]]["metrics"]["n_samples"]
     meta = ck.load(Path(a.model))
-    if meta.get("diverged"):
-        print(f"variant {a.variant} diverged ({meta['diverged']['reason']}); writing no samples")
+    div, scored = meta.get("diverged"), None
+    if div:
+        # Both codes keep the best checkpoint by training-time IS, so their unstable Tab. 2 rows were still
+        # scored: score the weights the trainer kept (best training-time IS, else the last good checkpoint).
+        scored = div.get("scored") or (f"last good checkpoint, step {div['last_good_step']}"
+                                       if div.get("last_good_step") else None)
+        usable = meta["model"] is not None and (a.mode != "ensemble" or len(meta["snapshots"]) >= 2)
+        if not usable:
+            scored = None
+    if div and scored is None:
+        print(f"variant {a.variant} diverged ({div['reason']}) before any checkpoint usable for mode {a.mode}; "
+              f"writing no samples")
         images = np.zeros((0, cfg.hp.model.image_size, cfg.hp.model.image_size, cfg.hp.model.channels), np.uint8)
         labels = np.zeros((0,), np.int64)
     else:
+        if div:
+            print(f"variant {a.variant} diverged ({div['reason']}); sampling its {scored}")
         images, labels = generate(cfg, Path(a.model), a.mode, n, device=a.device, seed=cfg.hp.train.seed)
-    info = dict(variant=a.variant, mode=a.mode, train_step=meta["step"], diverged=meta.get("diverged"),
+    info = dict(variant=a.variant, mode=a.mode, train_step=meta["step"], diverged=div, scored=scored,
                 config=cfg.to_dict())
     ck.atomic_write(Path(a.out), lambda f: np.savez(f, images=images, labels=labels,
                                                       info=json.dumps(info, default=str)))
@@ -79,26 +91,28 @@ def cmd_sample(a) -> None:
 
 
 def cmd_metrics(a) -> None:
-    from ebm_repro.data import load_split
+    from ebm_repro.data import FID_REFERENCES, reference_images
     from ebm_repro.metrics import compute_inception_metrics
 
     p = _params(a)
     cfg = C.resolve(p, a.variant)
-    mc = cfg.metrics
-    z = np.load(a.samples)
+    mc, sc = cfg.metrics, cfg.hp.metrics
+    z = np.load(a.samples, allow_pickle=False)
     info = json.loads(str(z["info"]))
     out = dict(variant=a.variant, mode=a.mode, setting=cfg.setting, preset=cfg.preset,
-               train_step=info["train_step"], diverged=info["diverged"],
+               train_step=info["train_step"], diverged=info["diverged"], scored=info.get("scored"),
                test_sampling=info["config"]["hp"]["test_sampling"], feature_net=mc.feature_net,
-               n_splits=mc.n_splits, fid_reference=mc.fid_reference, config_hash=cfg.hash())
-    if not info["diverged"]:
-        ref, _ = load_split(Path(a.data) / f"{mc.fid_reference}.npz")
+               n_splits=mc.n_splits, fid_reference=sc.fid_reference,
+               fid_reference_desc=FID_REFERENCES[sc.fid_reference], config_hash=cfg.hash())
+    if len(z["images"]):
+        ref = reference_images(Path(a.data), sc.fid_reference)
         out.update(compute_inception_metrics(z["images"], ref, mc.feature_net, Path(a.feature_net),
                                              n_splits=mc.n_splits, batch_size=mc.batch_size,
-                                             device=str(_device(a.device))))
+                                             device=str(_device(a.device)), shuffle=sc.is_shuffle))
         if mc.feature_net == "smoke_classifier":
-            out["feature_net_acc"] = torch.load(a.feature_net, map_location="cpu",
-                                                weights_only=False).get("test_acc")
+            from ebm_repro.feature_net import load_feature_classifier
+            _, fn = load_feature_classifier(Path(a.feature_net))
+            out["feature_net_acc"], out["feature_net_real_IS"] = fn["test_acc"], fn["real_test_IS"]
     ck.atomic_write_text(Path(a.out), json.dumps(out, indent=1, default=str) + "\n")
     print(json.dumps({k: out.get(k) for k in ("IS_mean", "IS_std", "FID", "n_samples")}))
 
@@ -118,7 +132,7 @@ def cmd_plot_samples(a) -> None:
     if info["diverged"]:
         title += f" — DIVERGED at step {info['diverged']['step']}"
     names = CIFAR10_CLASSES if p["settings"][p["setting"]]["dataset"] == "cifar10" else None
-    save_grid(z["images"], z["labels"], Path(a.out), title, per_class=a.mode == "conditional",
+    save_grid(z["images"], z["labels"], Path(a.out), title, per_class=bool((z["labels"] >= 0).any()),
               class_names=names)
     write_provenance(Path(a.out), [Path(a.samples)], {
         "variant": a.variant, "mode": a.mode, "train_step": info["train_step"], "setting": p["setting"],

@@ -30,6 +30,12 @@ class ConfigError(ValueError):
     """A params.yaml value is wrong; the message names the key and the fix."""
 
 
+# Hyperparameter sources where paper text and authors' code disagree (../shared/spec/methods.md):
+# code = the authors' public code at the commits of docs/fidelity.md; code_2020 = ICD's paper-era first release
+# (54b46ad: no residual skip, 5% buffer re-init); paper_text = what the papers' text states.
+PRESETS = ("code", "code_2020", "paper_text")
+
+
 # Image shape (H, W, C) of every dataset data.py can prepare; the schema's dataset names come from here.
 DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
     "cifar10": (32, 32, 3),
@@ -69,6 +75,11 @@ class ModelConfig:
     norm: str = _enum("none", "group", "instance")  # ICD paper: group; code: instance (C <= 128) / group
     image_size: int = _pos()
     channels: int = _pos()
+    # IGEBM code (utils.py get_weight): spectral-normed weights start N(0, 1); torch: its default (Kaiming-uniform)
+    sn_init: str = _enum("code", "torch")
+    head_init: str = _enum("xavier", "torch")  # IGEBM code: Xavier-uniform dense head, zero bias; ICD: torch default
+    cond_gain_offset: bool     # IGEBM code: conditional gain = g[y] + cb, cb a shared learned offset (conv_block)
+    residual_skip: bool        # ICD HEAD: x_out = x + x_orig in CondResBlock; paper-era code (54b46ad): no skip
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,9 @@ class BufferConfig:
     size: int = _pos()
     reinit_frac: float = _pos(minimum=0, maximum=1)
     reservoir: bool
+    # code (both papers' compress/decompress_x_mod): store floor(255 x), read back k/256 + U(0, 1/256);
+    # round: store round(255 x), read back k/255
+    quantize: str = _enum("code", "round")
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,7 @@ class LossConfig:
     ent_n_neighbours: int = _pos()          # |B| = 100 past samples
     ent_min_buffer: int = _pos(minimum=0)   # code: L_ent active once the buffer holds > 1000
     ent_bank_augment: bool          # code: the 100 past samples of L_ent are augmented first; paper: plain
+    ent_bank_after_push: bool       # code: the bank is drawn after this batch's chains entered the buffer
     multiscale_reduce: str = _enum("mean", "sum")  # code: loss averages per-scale energies; paper §2.4: sum
 
 
@@ -113,6 +128,7 @@ class AugmentConfig:
     jitter_strength: float = _pos(minimum=0)  # ColorJitter(0.8s, 0.8s, 0.8s, 0.2s) with s = strength... (see augment.py)
     jitter_p: float = _pos(minimum=0, maximum=1)
     grayscale_p: float = _pos(minimum=0, maximum=1)
+    fresh_chains: bool        # also augment chains re-initialised from noise (code: only buffer draws)
 
 
 @dataclass(frozen=True)
@@ -121,6 +137,9 @@ class OptimConfig:
     beta1: float = _pos(minimum=0, exclusiveMaximum=1)
     beta2: float = _pos(minimum=0, exclusiveMaximum=1)
     adam_std_clip: bool      # IGEBM code: clip each grad element to 3*sqrt(v_hat)+0.1
+    # tf: custom_adam.py, from step 1, v of the previous steps bias-corrected with beta2^t (t = this step);
+    # lagged: from step 2, bias-corrected with beta2^(t-1)
+    std_clip_form: str = _enum("tf", "lagged")
     grad_norm_clip: float = _pos(minimum=0)  # ICD code: 0.5; 0 = off
     ema_decay: float = _pos(minimum=0, exclusiveMaximum=1)  # 0 = no EMA
 
@@ -141,18 +160,39 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TestSamplingConfig:
-    """Test-time generation: a buffer of chains refined for n_iters x steps_per_iter Langevin steps."""
-    n_chains: int = _pos()
-    n_iters: int = _pos()
+    """Test-time generation (generate.py): images are made in chunks of n_chains, each chunk n_iters iterations.
+
+    protocol: fresh_chains = every chain of a chunk refined every iteration, new noise per chunk;
+    chunk_buffer = IGEBM test_inception.py: a new buffer per chunk, draw_size chains drawn per iteration;
+    persistent_buffer = ICD test_inception.py: ONE buffer kept across all chunks, draw_size chains per iteration.
+    """
+    protocol: str = _enum("fresh_chains", "chunk_buffer", "persistent_buffer")
+    n_chains: int = _pos()           # images kept per chunk (code: 1000)
+    draw_size: int = _pos()          # buffer protocols: chains drawn and refined per iteration (code: 512)
+    draw_with_replacement: bool      # code: random.randint per draw, so a chain can be drawn twice
+    n_iters: int = _pos()            # iterations per chunk (IGEBM code 2 x repeat_scale = 200; ICD command 60)
     steps_per_iter: int = _pos()
     step_size: float = _pos()
     grad_clip: float = _pos(minimum=0)
     noise_std: float = _pos(minimum=0)
-    reinit_frac: float = _pos(minimum=0, maximum=1)   # IGEBM code: 1% of chains reset per iteration
+    reinit_frac: float = _pos(minimum=0, maximum=1)   # IGEBM code: 1% of drawn chains reset per iteration
     label_redraw_frac: float = _pos(minimum=0, maximum=1)  # conditional: 10% labels redrawn per iteration
-    final_iters_fixed: int = _pos(minimum=0)  # no resets/redraws/augmentation in the last iterations
-    augment_every_iter: bool   # ICD: augmentation transition between iterations
+    final_iters_fixed: int = _pos(minimum=0)  # code `nomix`: no resets/redraws/augmentation in the last iterations
+    final_sweep_parts: int = _pos(minimum=0)  # ICD code: the last iterations refine fixed slices (1000 // 2), 0 = draw
+    augment_every_iter: bool   # ICD: augmentation transition on every drawn chain before its iteration
+    blur_p: float = _pos(minimum=0, maximum=1)   # ICD test_inception.py: Gaussian blur with probability 0.5 ...
+    blur_kernel: int = _pos(minimum=1)           # ... kernel 5 (odd) ...
+    blur_sigma_min: float = _pos()               # ... sigma ~ U(0.1, 2.0)
+    blur_sigma_max: float = _pos()
+    quantize: str = _enum("code", "round")  # output uint8: code rescale_im floor(clip(256 x, 0, 255)); round(255 x)
     use_ema: bool
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """How a recipe's samples are scored, where the two papers' codes differ (metrics.py)."""
+    fid_reference: str = _enum("train", "train_10k", "train_test")  # IGEBM code: all 60k; ICD code: 10k train
+    is_shuffle: bool    # ICD code shuffles the 50k images before the IS splits; IGEBM code keeps their order
 
 
 @dataclass(frozen=True)
@@ -166,13 +206,13 @@ class RecipeConfig:
     optim: OptimConfig
     train: TrainConfig
     test_sampling: TestSamplingConfig
+    metrics: ScoreConfig
 
 
 @dataclass(frozen=True)
 class MetricsConfig:
     n_samples: int = _pos()
     n_splits: int = _pos()
-    fid_reference: str = _enum("train", "test")
     feature_net: str = _enum("inception", "smoke_classifier")
     batch_size: int = _pos()
 
@@ -201,6 +241,7 @@ class RunConfig:
         """Hash of everything that changes training (not test sampling or metrics)."""
         d = dataclasses.asdict(self.hp)
         d.pop("test_sampling")
+        d.pop("metrics")
         d.update(dataset=self.dataset, recipe=self.recipe)
         return stable_hash(d, 16)
 
@@ -274,12 +315,11 @@ def params_schema() -> dict:
         "required": ["setting", "preset", "recipes", "presets", "variants", "settings", "inception_rows"],
         "properties": {
             "setting": {"enum": ["paper", "smoke"]},
-            "preset": {"enum": ["code", "paper_text"]},
+            "preset": {"enum": list(PRESETS)},
             "recipes": {"type": "object", "minProperties": 1, "additionalProperties": recipe},
             "presets": {
-                "type": "object", "additionalProperties": False, "required": ["code", "paper_text"],
-                "properties": {p: {"type": "object", "additionalProperties": override}
-                               for p in ("code", "paper_text")},
+                "type": "object", "additionalProperties": False, "required": list(PRESETS),
+                "properties": {p: {"type": "object", "additionalProperties": override} for p in PRESETS},
             },
             "variants": {
                 "type": "object", "minProperties": 1, "propertyNames": name,
@@ -316,7 +356,7 @@ def params_schema() -> dict:
                     "required": ["row", "variant", "mode", "paper"],
                     "properties": {
                         "row": {"type": "string"}, "variant": {"type": "string"},
-                        "mode": {"enum": ["single", "ensemble", "conditional"]},
+                        "mode": {"enum": ["single", "ensemble"]},
                         "paper": {"type": "array", "items": {"type": "string"}},
                     },
                 },
@@ -388,10 +428,6 @@ def validate_params(params: dict) -> None:
             check_run_config(cfg)
         for i, row in enumerate(params["inception_rows"]):
             cfg = resolve(params, row["variant"], setting=setting, validated=True)
-            if row["mode"] == "conditional" and cfg.hp.model.n_classes == 0:
-                raise ConfigError(f"inception_rows[{i}]: mode 'conditional' needs a conditional model, but "
-                                  f"variant {row['variant']!r} has model.n_classes = 0; "
-                                  f"use mode 'single' or set n_classes")
             if row["mode"] == "ensemble" and cfg.hp.train.n_snapshots < 2:
                 raise ConfigError(f"inception_rows[{i}]: mode 'ensemble' needs train.n_snapshots >= 2 "
                                   f"for variant {row['variant']!r}")
@@ -417,8 +453,22 @@ def check_run_config(cfg: RunConfig) -> None:
                           f"({hp.train.batch_size}) in {where}; lower kl_opt_chains")
     if hp.buffer.size < hp.train.batch_size:
         raise ConfigError(f"buffer.size ({hp.buffer.size}) < train.batch_size ({hp.train.batch_size}) in {where}")
-    if hp.test_sampling.final_iters_fixed > hp.test_sampling.n_iters:
+    ts = hp.test_sampling
+    if ts.final_iters_fixed > ts.n_iters:
         raise ConfigError(f"test_sampling.final_iters_fixed > test_sampling.n_iters in {where}")
+    if ts.protocol != "fresh_chains":
+        if ts.draw_size > ts.n_chains:
+            raise ConfigError(f"test_sampling.draw_size ({ts.draw_size}) > n_chains ({ts.n_chains}) in {where}")
+        fill = -(-ts.n_chains // ts.draw_size)  # iterations that start chains from noise until the buffer is full
+        if fill > ts.n_iters - ts.final_iters_fixed:
+            raise ConfigError(f"test_sampling: filling the buffer takes {fill} iterations (n_chains / draw_size), "
+                              f"more than n_iters - final_iters_fixed = {ts.n_iters - ts.final_iters_fixed} in "
+                              f"{where}; raise n_iters or draw_size")
+        if ts.final_sweep_parts and ts.n_chains % ts.final_sweep_parts:
+            raise ConfigError(f"test_sampling.final_sweep_parts ({ts.final_sweep_parts}) must divide n_chains "
+                              f"({ts.n_chains}) in {where}")
+    if ts.blur_p > 0 and (ts.blur_kernel % 2 == 0 or ts.blur_sigma_min > ts.blur_sigma_max):
+        raise ConfigError(f"test_sampling.blur_kernel must be odd and blur_sigma_min <= blur_sigma_max in {where}")
     if hp.test_sampling.use_ema and hp.optim.ema_decay == 0:
         raise ConfigError(f"test_sampling.use_ema is true but optim.ema_decay is 0 in {where}; "
                           f"set optim.ema_decay (ICD: 0.9999 paper, 0.99 code) or use_ema: false")

@@ -109,6 +109,28 @@ def load_split(path) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+# FID reference sets (ScoreConfig.fid_reference): what each paper's code compared its samples against.
+FID_REFERENCES = {
+    "train": "all training images (the common convention; CIFAR-10: 50k)",
+    "train_10k": "10k training images drawn at random, seed 0 (ICD test_inception.py: 10k from a shuffled loader)",
+    "train_test": "training and test images together (IGEBM test_inception.py Cifar10(full=True): all 60k)",
+}
+
+
+def reference_images(data_dir: Path, name: str, seed: int = 0) -> np.ndarray:
+    """The FID reference images (N, H, W, C) uint8 of a prepared dataset folder."""
+    if name not in FID_REFERENCES:
+        raise DatasetError(f"metrics.fid_reference: unknown {name!r}; choose one of {sorted(FID_REFERENCES)}")
+    train, _ = load_split(Path(data_dir) / "train.npz")
+    if name == "train":
+        return train
+    if name == "train_10k":
+        idx = np.random.default_rng(seed).permutation(len(train))[:10000]
+        return train[np.sort(idx)]
+    test, _ = load_split(Path(data_dir) / "test.npz")
+    return np.concatenate([train, test])
+
+
 # ---------------------------------------------------------------- CIFAR-10
 def download(url: str, dest: Path, verify: Callable[[Path], None] | None = None) -> None:
     """Fetch url into dest atomically; `verify(tmp)` checks the bytes first, so a bad transfer leaves no dest.

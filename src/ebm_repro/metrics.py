@@ -94,7 +94,7 @@ def _missing_weights_message(feature_net: str, path: Path) -> str:
 
 def compute_inception_metrics(samples: np.ndarray, reference: np.ndarray, feature_net: str, weights_path: Path,
                               n_splits: int = 10, batch_size: int = 100, device: str = "cpu",
-                              kid: bool = True) -> dict:
+                              kid: bool = True, shuffle: bool = False) -> dict:
     """IS of samples; FID (and KID) of samples vs reference; all in feature_net's feature space."""
     if feature_net not in FEATURE_NETS:
         raise MetricsError(f"feature_net must be one of {FEATURE_NETS}, got {feature_net!r}")
@@ -118,7 +118,8 @@ def compute_inception_metrics(samples: np.ndarray, reference: np.ndarray, featur
         input1=_UInt8Images(samples), input2=_UInt8Images(reference),
         feature_extractor=extractor, feature_extractor_weights_path=str(weights_path),
         isc=True, fid=True, kid=kid, isc_splits=n_splits,
-        samples_shuffle=False,  # IS over the original, unshuffled splits, as the papers' TF code did
+        # IGEBM test_inception.py scores the images in generation order; ICD's shuffles them first
+        samples_shuffle=shuffle, rng_seed=2020,
         cache=False, verbose=False, batch_size=batch_size,
         cuda=dev.type == "cuda",  # torch-fidelity defaults to cuda=True; only cpu/cuda exist for it
         save_cpu_ram=True,  # num_workers=0: the arrays are in memory, worker processes would only cost
@@ -138,5 +139,5 @@ def compute_inception_metrics(samples: np.ndarray, reference: np.ndarray, featur
         out.update(KID_mean=raw[torch_fidelity.KEY_METRIC_KID_MEAN], KID_std=raw[torch_fidelity.KEY_METRIC_KID_STD],
                    kid_subset_size=kwargs["kid_subset_size"])
     out.update(n_samples=len(samples), n_reference=len(reference), n_splits=n_splits, feature_net=feature_net,
-               feature_extractor=extractor, weights_sha256=sha, samples_shuffle=False)
+               feature_extractor=extractor, weights_sha256=sha, samples_shuffle=shuffle)
     return {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in out.items()}

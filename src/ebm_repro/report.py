@@ -52,10 +52,69 @@ def fmt(v, nd=2) -> str:
 
 
 def score_cells(m: dict) -> tuple[str, str]:
-    """IS (mean ± std) and FID cells of a metrics dict; a diverged run shows where it diverged instead."""
+    """IS (mean ± std) and FID cells of a metrics dict; a diverged run says where, and what was scored instead."""
+    if m.get("diverged") and m.get("IS_mean") is None:
+        return (f"diverged at step {m['diverged']['step']} (nothing to score)",) * 2
+    is_cell, fid_cell = f"{m['IS_mean']:.2f} ± {m['IS_std']:.2f}", fmt(m["FID"])
     if m.get("diverged"):
-        return (f"diverged at step {m['diverged']['step']}",) * 2
-    return f"{m['IS_mean']:.2f} ± {m['IS_std']:.2f}", fmt(m["FID"])
+        note = f" (diverged at step {m['diverged']['step']}; scored: {m['scored']})"
+        return is_cell + note, fid_cell + note
+    return is_cell, fid_cell
+
+
+# Short names of the papers' tables and figures, for citing the source of each quoted number.
+PAPER_PLACES = {"igebm_2019/inception_table_4b": "IGEBM Tab. 4b", "improved_cd_2021/generation_fig_3": "ICD Fig. 3",
+                "improved_cd_2021/ablation_table_2": "ICD Tab. 2", "improved_cd_2021/truncation_app_d1": "ICD App. D.1"}
+
+
+def paper_source(path: str) -> str:
+    """'igebm_2019/inception_table_4b/unconditional/IGEBM (single)' -> 'IGEBM Tab. 4b'."""
+    head = "/".join(path.split("/")[:2])
+    return PAPER_PLACES.get(head, head)
+
+
+def paper_cells(paths: list[str]) -> dict[str, tuple[float, str]]:
+    """Each metric's first non-null value over the rows' paper entries, with the place that printed it."""
+    cells = {}
+    for p in paths:
+        for k, v in paper_lookup(p).items():
+            if v is not None and k not in cells:
+                cells[k] = (v, paper_source(p))
+    return cells
+
+
+def sampling_text(ts: dict) -> str:
+    """One line describing a test-time sampling protocol (params.yaml test_sampling)."""
+    base = (f"{ts['n_iters']} it × {ts['steps_per_iter']} steps, step {ts['step_size']:g}, "
+            f"noise {ts['noise_std']:g}, clip {ts['grad_clip']:g}")
+    if ts["protocol"] == "fresh_chains":
+        head = f"fresh_chains: {ts['n_chains']} new chains per chunk, all refined each iteration"
+    else:
+        rows = -(-ts["n_chains"] // ts["draw_size"]) * ts["draw_size"]
+        where = "ONE buffer for all chunks" if ts["protocol"] == "persistent_buffer" else "a new buffer per chunk"
+        head = (f"{ts['protocol']}: {ts['n_chains']} of {rows} chains kept per chunk, {where}, "
+                f"{ts['draw_size']} drawn per iteration" + (" with replacement" if ts["draw_with_replacement"] else ""))
+    extra = []
+    if ts["reinit_frac"]:
+        extra.append(f"reset {ts['reinit_frac']:.0%}")
+    if ts["label_redraw_frac"]:
+        extra.append(f"relabel {ts['label_redraw_frac']:.0%}")
+    if ts["augment_every_iter"]:
+        extra.append("augmentation" + (f" + blur p {ts['blur_p']:g}" if ts["blur_p"] else ""))
+    if ts["final_iters_fixed"]:
+        extra.append(f"last {ts['final_iters_fixed']} it fixed"
+                     + (f" (sweep in {ts['final_sweep_parts']} slices)" if ts.get("final_sweep_parts") else ""))
+    if ts["use_ema"]:
+        extra.append("EMA weights")
+    return f"{head}; {base}" + (f"; {', '.join(extra)}" if extra else "")
+
+
+def scoring_text(m: dict) -> str:
+    """FID reference and IS split order of one metrics dict."""
+    if m.get("n_reference") is None:
+        return f"FID vs {m['fid_reference']}"
+    order = "IS splits shuffled" if m.get("samples_shuffle") else "IS splits in generation order"
+    return f"FID vs {m['n_reference']} images (`{m['fid_reference']}`); {order}"
 
 
 def inception_table(metrics: list[dict], rows: list[dict]) -> str:
@@ -63,53 +122,49 @@ def inception_table(metrics: list[dict], rows: list[dict]) -> str:
     from tabulate import tabulate
 
     body = []
-    for row, m in zip(rows, metrics):
-        paper = {}
-        for p in row["paper"]:
-            for k, v in paper_lookup(p).items():
-                if v is not None and k not in paper:
-                    paper[k] = (v, p.split("/")[0])
-        ts = m["test_sampling"]
-        sampling = (f"{ts['n_chains']} chains × {ts['n_iters']} it × {ts['steps_per_iter']} steps, "
-                    f"step {ts['step_size']:g}, noise {ts['noise_std']:g}, clip {ts['grad_clip']:g}"
-                    + (", EMA" if ts["use_ema"] else "") + (", aug" if ts["augment_every_iter"] else ""))
+    for row, m in zip(rows, metrics, strict=True):
+        paper = paper_cells(row["paper"])
         is_run, fid_run = score_cells(m)
-        if m.get("diverged"):
-            kid = is_run  # "diverged at step N"
-        elif m.get("KID_mean") is not None:
+        if m.get("KID_mean") is not None:
             kid = f"{m['KID_mean']:.4f} ± {m['KID_std']:.4f}"
         else:
-            kid = "—"
-        body.append([row["row"], is_run, fid_run, kid,
-                     fmt(paper.get("IS", (None,))[0]), fmt(paper.get("FID", (None,))[0], 1),
-                     ", ".join(sorted({src for _, src in paper.values()})) or "—",
-                     m.get("n_samples", 0), m["train_step"], sampling, m["preset"]])
+            kid = is_run if m.get("diverged") else "—"
+        cite = lambda k, nd: (f"{fmt(paper[k][0], nd)} ({paper[k][1]})" if k in paper else "—")  # noqa: E731
+        body.append([row["row"], is_run, fid_run, kid, cite("IS", 2), cite("FID", 1),
+                     m.get("n_samples", 0), m["train_step"], f"`{m['preset']}`", scoring_text(m),
+                     sampling_text(m["test_sampling"])])
     head = ["Model", "IS (this run)", "FID (this run)", "KID (this run)", "IS (paper)", "FID (paper)",
-            "paper source", "#samples", "train steps", "test-time sampling", "preset"]
-    # conventions come from a row that was scored (a diverged row has no metric fields)
-    m0 = next((m for m in metrics if not m.get("diverged")), {**metrics[0], "n_reference": "n/a",
-                                                                "weights_sha256": "n/a (nothing scored)"})
+            "#samples", "train steps", "preset", "scoring", "test-time sampling (protocol)"]
+    # conventions come from a row that was scored (a row that diverged before any checkpoint has no metrics)
+    m0 = next((m for m in metrics if m.get("IS_mean") is not None), {**metrics[0], "n_reference": "n/a",
+                                                                      "weights_sha256": "n/a (nothing scored)"})
     lines = [f"# CIFAR-10-style generation: Inception Score and FID ({m0['setting']} setting)", "",
              tabulate(body, headers=head, tablefmt="github", disable_numparse=True), "",
              "## Metric conventions", ""]
     if m0["feature_net"] == "inception":
         lines += [f"- Feature network: Inception-v3 (TF 2015-12-05 weights, torch-fidelity `inception-v3-compat`), "
                   f"weights sha256 `{m0['weights_sha256'][:16]}…`.",
-                  f"- IS: logits, {m0['n_splits']} splits, samples in generation order "
-                  f"(`samples_shuffle=False`), images as uint8.",
-                  f"- FID/KID: pool3 (2048-d) features against {m0['n_reference']} CIFAR-10 "
-                  f"{m0['fid_reference']} images (IGEBM code used all 60k, ICD code 10k train)."]
+                  f"- IS: logits, {m0['n_splits']} splits, images as uint8. The split order is per row (`scoring`): "
+                  f"the IGEBM code (test_inception.py) scores the 50k images in generation order, the ICD code "
+                  f"shuffles them first (`random.shuffle(images)`); preset `code` follows each.",
+                  "- FID/KID: pool3 (2048-d) features against the row's reference set (`scoring`): the IGEBM code "
+                  "used all 60k CIFAR-10 images (`train_test`), the ICD code 10k random training images "
+                  "(`train_10k`); preset `paper_text` uses the 50k training images (`train`)."]
     else:
+        real = m0.get("feature_net_real_IS") or {}
         lines += ["- **Smoke setting: these are NOT Inception scores.** The Inception weights cannot be fetched "
                   "offline, so the feature network is a small CNN classifier trained by this run on the "
                   f"generated `shapes` data (test accuracy {m0.get('feature_net_acc', float('nan')):.3f}, weights "
                   f"sha256 `{m0['weights_sha256'][:16]}…`). IS uses its logits, FID/KID its penultimate features. "
                   "The numbers only show that the DAG runs end to end; do not compare them with the paper column.",
-                  f"- IS: {m0['n_splits']} splits, samples in generation order (`samples_shuffle=False`), uint8 inputs.",
-                  f"- FID/KID reference: {m0['n_reference']} images of the `shapes` {m0['fid_reference']} split."]
-    lines += [f"- Preset `{m0['preset']}`: hyperparameters from "
-              + ("the authors' public code" if m0["preset"] == "code" else "the paper text")
-              + " where the two disagree (see params.yaml `presets`).",
+                  f"- Scale of the smoke IS: real `shapes` test images score IS {fmt(real.get('mean'))} ± "
+                  f"{fmt(real.get('std'))} with this classifier (the ceiling); one class only scores 1.00.",
+                  f"- IS: {m0['n_splits']} splits, uint8 inputs; split order and FID reference per row (`scoring`)."]
+    presets = sorted({m["preset"] for m in metrics})
+    lines += [f"- Preset {', '.join(f'`{p}`' for p in presets)}: hyperparameters from "
+              "the authors' public code (`code`; `code_2020` = ICD's paper-era release 54b46ad) or the paper text "
+              "(`paper_text`) where they disagree; docs/fidelity.md lists every switch with the authors' file and line.",
+              "- Paper cells name the table or figure that printed each number.",
               "", "## Baselines quoted from the papers (not computed here)", ""]
     pn = paper_numbers()
     base = [[name, fmt(v.get("IS")), fmt(v.get("FID"), 1), "ICD (2021) Fig. 3"]

@@ -122,7 +122,9 @@ class ToyEnergy(torch.nn.Module):
         self.scale = m.input_scale
         self.net = make_model(ModelConfig(arch="mlp2d", width=m.width, n_classes=0, spectral_norm=r.spectral_norm,
                                           spectral_norm_head=False, dropout=0.0, attention=False, multiscale=False,
-                                          activation=r.activation, norm="none", image_size=1, channels=2))
+                                          activation=r.activation, norm="none", image_size=1, channels=2,
+                                          sn_init="torch", head_init="torch", cond_gain_offset=False,
+                                          residual_skip=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.scale * (x - 0.5))

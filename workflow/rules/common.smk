@@ -19,7 +19,7 @@ ARGS = f"--setting {SETTING}"  # every command resolves the same params.yaml und
 
 wildcard_constraints:
     variant="|".join(VARIANTS),
-    mode="single|ensemble|conditional",
+    mode="single|ensemble",
     dataset="|".join(DATASET_SHAPES),
 
 
