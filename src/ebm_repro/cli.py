@@ -92,13 +92,13 @@ def cmd_metrics(a) -> None:
                test_sampling=info["config"]["hp"]["test_sampling"], feature_net=mc.feature_net,
                n_splits=mc.n_splits, fid_reference=mc.fid_reference, config_hash=cfg.hash())
     if not info["diverged"]:
+        if mc.feature_net == "smoke_classifier":  # read as data only, before any other work
+            from ebm_repro.feature_net import load_feature_info
+            out["feature_net_acc"] = load_feature_info(Path(a.feature_net)).get("test_acc")
         ref, _ = load_split(Path(a.data) / f"{mc.fid_reference}.npz")
         out.update(compute_inception_metrics(z["images"], ref, mc.feature_net, Path(a.feature_net),
                                              n_splits=mc.n_splits, batch_size=mc.batch_size,
                                              device=str(_device(a.device))))
-        if mc.feature_net == "smoke_classifier":
-            out["feature_net_acc"] = torch.load(a.feature_net, map_location="cpu",
-                                                weights_only=False).get("test_acc")
     ck.atomic_write_text(Path(a.out), json.dumps(out, indent=1, default=str) + "\n")
     print(json.dumps({k: out.get(k) for k in ("IS_mean", "IS_std", "FID", "n_samples")}))
 
