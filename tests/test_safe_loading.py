@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
+import io
 import json
+import pickle
 import random
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,7 @@ import torch
 
 from ebm_repro import checkpoint as ck
 from ebm_repro import cli
+from ebm_repro.data import DATASETS, DatasetError, prepare_dataset, safe_extract
 from ebm_repro.feature_net import load_feature_classifier
 from ebm_repro.particle import cli as particle_cli
 
@@ -247,3 +252,55 @@ def test_third_party_plain_file_and_allowlisted_namespace_load_without_trust(tmp
     assert e.value.global_name == "argparse.Namespace"
     flags = ck.load_third_party(ns, allow_globals=[argparse.Namespace])["FLAGS"]
     assert vars(flags) == {"lr": 1e-4, "dataset": "cifar10"}
+
+
+# ----------------------------------------------------------------------------- archives
+def _tar(path: Path, members: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+    return path
+
+
+@pytest.mark.parametrize("bad", ["dotdot", "absolute", "symlink"])
+def test_safe_extract_refuses_members_that_leave_the_folder(tmp_path, bad):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    name = {"dotdot": "../outside/x", "absolute": str(outside / "x"), "symlink": "ok/link"}[bad]
+    links = {name: str(outside)} if bad == "symlink" else {}
+    archive = _tar(tmp_path / "a.tar.gz", {"ok/a.txt": b"fine", **({} if links else {name: b"evil"})}, links)
+    with tarfile.open(archive) as t:
+        assert name in t.getnames()  # the archive really holds the hostile name
+    dest = tmp_path / "deep" / "dest"
+    dest.parent.mkdir()
+    with pytest.raises(DatasetError, match=f"member '{name}' is an? (absolute path|'..' component|link)"):
+        safe_extract(archive, dest)
+    assert list(outside.iterdir()) == [] and not dest.exists()
+    assert [p.name for p in (tmp_path / "deep").iterdir()] == []  # no temp folder left
+
+
+def test_safe_extract_writes_the_files_of_a_clean_archive(tmp_path):
+    archive = _tar(tmp_path / "a.tar.gz", {"d/a.txt": b"alpha", "d/sub/b.txt": b"beta"})
+    dest = safe_extract(archive, tmp_path / "dest")
+    assert (dest / "d/a.txt").read_bytes() == b"alpha" and (dest / "d/sub/b.txt").read_bytes() == b"beta"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar.gz", "dest"]
+    with pytest.raises(DatasetError, match="already exists"):
+        safe_extract(archive, dest)
+
+
+def test_cifar_batches_are_unpickled_as_arrays_only(tmp_path, monkeypatch):
+    # even an archive that passed its md5 check (here: by construction) cannot run code through a batch
+    marker = tmp_path / "MARKER"
+    archive = _tar(tmp_path / "raw" / "cifar-10-python.tar.gz",
+                   {"cifar-10-batches-py/data_batch_1": pickle.dumps({b"data": _Payload(marker)}, protocol=2)})
+    monkeypatch.setitem(DATASETS["cifar10"], "md5", hashlib.md5(archive.read_bytes()).hexdigest())
+    with pytest.raises(DatasetError, match="data_batch_1 is missing or unreadable.*refusing to load global io.open"):
+        prepare_dataset("cifar10", tmp_path)
+    assert not marker.exists()
