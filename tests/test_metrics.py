@@ -99,7 +99,7 @@ def test_inception_call_follows_the_paper_conventions(tmp_path, monkeypatch):
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"stand-in weights")
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
-    monkeypatch.setitem(INCEPTION_WEIGHTS, "sha256_prefix", sha[:8])
+    monkeypatch.setitem(INCEPTION_WEIGHTS, "sha256", sha)
     seen = {}
 
     def fake(**kw):
@@ -124,7 +124,7 @@ def test_wrong_inception_file_and_bad_inputs_fail(tmp_path):
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"not the inception weights")
     imgs = np.zeros((20, 32, 32, 3), np.uint8)
-    with pytest.raises(MetricsError, match="sha256 .* expected one starting with 6726825d"):
+    with pytest.raises(MetricsError, match="sha256 .* expected 6726825d0af5f729"):
         compute_inception_metrics(imgs, imgs, "inception", weights)
     with pytest.raises(MetricsError, match="uint8"):
         compute_inception_metrics(imgs.astype(np.float32), imgs, "smoke_classifier", weights)
@@ -135,7 +135,7 @@ def test_wrong_inception_file_and_bad_inputs_fail(tmp_path):
 def test_inception_spec_matches_installed_torch_fidelity():
     assert INCEPTION_WEIGHTS["url"] == URL_INCEPTION_V3
     assert URL_INCEPTION_V3.endswith("/" + INCEPTION_WEIGHTS["filename"])
-    assert INCEPTION_WEIGHTS["filename"].endswith(f"-{INCEPTION_WEIGHTS['sha256_prefix']}.pth")
+    assert INCEPTION_WEIGHTS["filename"].endswith(f"-{INCEPTION_WEIGHTS['sha256'][:8]}.pth")
 
 
 def _serve(monkeypatch, payload: bytes, asked: list):
@@ -147,7 +147,7 @@ def _serve(monkeypatch, payload: bytes, asked: list):
 
 def test_download_inception_weights_verifies_the_hash(tmp_path, monkeypatch):
     payload, asked = b"pretend inception weights", []
-    monkeypatch.setitem(INCEPTION_WEIGHTS, "sha256_prefix", hashlib.sha256(payload).hexdigest()[:8])
+    monkeypatch.setitem(INCEPTION_WEIGHTS, "sha256", hashlib.sha256(payload).hexdigest())
     _serve(monkeypatch, payload, asked)
     dest = tmp_path / "fn" / "inception.pth"
     info = download_inception_weights(dest)

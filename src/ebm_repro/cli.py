@@ -105,14 +105,14 @@ def cmd_metrics(a) -> None:
                n_splits=mc.n_splits, fid_reference=sc.fid_reference,
                fid_reference_desc=FID_REFERENCES[sc.fid_reference], config_hash=cfg.hash())
     if len(z["images"]):
+        if mc.feature_net == "smoke_classifier":  # read as data only, before any other work
+            from ebm_repro.feature_net import load_feature_info
+            fn = load_feature_info(Path(a.feature_net))
+            out["feature_net_acc"], out["feature_net_real_IS"] = fn.get("test_acc"), fn.get("real_test_IS")
         ref = reference_images(Path(a.data), sc.fid_reference)
         out.update(compute_inception_metrics(z["images"], ref, mc.feature_net, Path(a.feature_net),
                                              n_splits=mc.n_splits, batch_size=mc.batch_size,
                                              device=str(_device(a.device)), shuffle=sc.is_shuffle))
-        if mc.feature_net == "smoke_classifier":
-            from ebm_repro.feature_net import load_feature_classifier
-            _, fn = load_feature_classifier(Path(a.feature_net))
-            out["feature_net_acc"], out["feature_net_real_IS"] = fn["test_acc"], fn["real_test_IS"]
     ck.atomic_write_text(Path(a.out), json.dumps(out, indent=1, default=str) + "\n")
     print(json.dumps({k: out.get(k) for k in ("IS_mean", "IS_std", "FID", "n_samples")}))
 

@@ -8,9 +8,11 @@ import argparse
 import gzip
 import http.client
 import json
+import os
 import pickle
 import shutil
 import tarfile
+import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -131,6 +133,53 @@ def reference_images(data_dir: Path, name: str, seed: int = 0) -> np.ndarray:
     return np.concatenate([train, test])
 
 
+# ---------------------------------------------------------------- archives
+def _unsafe_member(m: tarfile.TarInfo) -> str | None:
+    """Why extracting tar member m could write outside the target folder (or make a non-file); None if safe."""
+    if m.name.startswith(("/", "\\")) or (len(m.name) > 1 and m.name[1] == ":"):  # /x, \x or C:x
+        return "an absolute path"
+    if ".." in Path(m.name.replace("\\", "/")).parts:
+        return "a '..' component"
+    if not (m.isfile() or m.isdir()):  # links could point anywhere; devices and fifos are never data
+        return "a link" if (m.issym() or m.islnk()) else "a special file"
+    return None
+
+
+def safe_extract(archive: Path, dest: Path) -> Path:
+    """Extract a (verified) tar archive to dest, which must not exist yet; return dest.
+
+    Every member is checked before anything is written: an absolute path, a '..' component, a link or a
+    special file refuses the whole archive. The files land in a temp folder renamed to dest at the end.
+    """
+    archive, dest = Path(archive), Path(dest)
+    if dest.exists():
+        raise DatasetError(f"{dest} already exists; delete it to extract {archive} again")
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            for m in members:
+                why = _unsafe_member(m)
+                if why:
+                    raise DatasetError(f"{archive}: member {m.name!r} is {why}, which could write outside {dest}; "
+                                       f"nothing was extracted. Delete the archive and fetch the official one.")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
+            try:
+                root = tmp.resolve()
+                for m in members:  # belt and braces: the resolved target must lie under the temp folder
+                    if not (root / m.name).resolve().is_relative_to(root):
+                        raise DatasetError(f"{archive}: member {m.name!r} resolves outside {dest}; nothing extracted")
+                kw = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python >= 3.11.4
+                tar.extractall(tmp, members=members, **kw)
+                os.replace(tmp, dest)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise DatasetError(f"{archive} cannot be extracted ({err!r}); delete it and fetch it again") from err
+    return dest
+
+
 # ---------------------------------------------------------------- CIFAR-10
 def download(url: str, dest: Path, verify: Callable[[Path], None] | None = None) -> None:
     """Fetch url into dest atomically; `verify(tmp)` checks the bytes first, so a bad transfer leaves no dest.
@@ -162,13 +211,26 @@ def _verify_md5(path: Path, expected: str, url: str) -> None:
             f"official archive from {url} at that path.")
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, bytes and numpy arrays only: any other global (a function to call) is refused."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("_codecs", "encode")}  # how Python 3 writes bytes at protocol 2 (str -> bytes, nothing else)
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name} (only numpy arrays are data)")
+        return super().find_class(module, name)
+
+
 def _read_cifar_batches(tar: tarfile.TarFile, members, archive: Path) -> tuple[np.ndarray, np.ndarray]:
     """Concatenate CIFAR python pickles into images (N, 32, 32, 3) uint8 and labels (N,) int64."""
     images, labels = [], []
     for name in members:
         try:
-            # Unpickling is only safe because the archive's md5 was verified first.
-            d = pickle.load(tar.extractfile(name), encoding="bytes")
+            # The archive's md5 was verified first; the restricted unpickler also refuses anything but arrays.
+            d = _ArrayUnpickler(tar.extractfile(name), encoding="bytes").load()
         except (KeyError, AttributeError, pickle.UnpicklingError, EOFError, tarfile.TarError) as err:
             raise DatasetError(f"{archive}: member {name} is missing or unreadable ({err!r}); "
                                f"delete the archive and rerun") from err

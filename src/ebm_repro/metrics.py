@@ -21,13 +21,14 @@ class MetricsError(RuntimeError):
 
 # As torch-fidelity 0.4.0 defines them (feature_extractor_inceptionv3.URL_INCEPTION_V3). The 8 hex digits in
 # the file name are the start of its sha256 (torch.hub naming convention); torch-fidelity itself never checks
-# them (load_state_dict_from_url without check_hash), so we do.
+# them (load_state_dict_from_url without check_hash) and unpickles the file with torch.load(weights_only=False),
+# so we pin the whole sha256: 32 bits of prefix could be matched by a crafted file that runs code when loaded.
 INCEPTION_WEIGHTS = {
     "name": "pt_inception-2015-12-05",
     "url": "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
            "weights-inception-2015-12-05-6726825d.pth",
     "filename": "weights-inception-2015-12-05-6726825d.pth",
-    "sha256_prefix": "6726825d",
+    "sha256": "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
     "feature_extractor": "inception-v3-compat",
 }
 
@@ -35,11 +36,11 @@ FEATURE_NETS = ("inception", "smoke_classifier")
 
 
 def _check_inception_hash(path: Path, sha: str) -> None:
-    """Raise MetricsError unless sha starts with the prefix torch-fidelity's file name encodes."""
-    want = INCEPTION_WEIGHTS["sha256_prefix"]
-    if not sha.startswith(want):
+    """Raise MetricsError unless sha is the pinned sha256 of the Inception weights."""
+    want = INCEPTION_WEIGHTS["sha256"]
+    if sha != want:
         raise MetricsError(
-            f"{path} has sha256 {sha}, expected one starting with {want} ({INCEPTION_WEIGHTS['name']}). "
+            f"{path} has sha256 {sha}, expected {want} ({INCEPTION_WEIGHTS['name']}). "
             f"Fix: delete it and rerun to download {INCEPTION_WEIGHTS['url']} again, or put that file there.")
 
 
@@ -86,7 +87,7 @@ def _check_images(name: str, a: np.ndarray, n_splits: int) -> None:
 def _missing_weights_message(feature_net: str, path: Path) -> str:
     if feature_net == "inception":
         return (f"Inception-v3 weights not found at {path}. Download {INCEPTION_WEIGHTS['url']} "
-                f"({INCEPTION_WEIGHTS['name']}, sha256 starting {INCEPTION_WEIGHTS['sha256_prefix']}) and place it "
+                f"({INCEPTION_WEIGHTS['name']}, sha256 {INCEPTION_WEIGHTS['sha256']}) and place it "
                 f"at exactly {path.resolve()} (the prepare-feature-net step does this when online).")
     return (f"smoke feature classifier not found at {path}; create it there with the prepare-feature-net step "
             f"(ebm_repro.feature_net.train_feature_classifier on the shapes data).")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ebm_repro.checkpoint import atomic_write, atomic_write_text, save
+from ebm_repro.checkpoint import CheckpointError, atomic_write, atomic_write_text, load_data, save
 from ebm_repro.config import PARAMS_PATH, ConfigError, load_params
 from ebm_repro.particle.config import MODELS, ParticleConfig, particle_config
 
@@ -58,11 +58,15 @@ def cmd_evaluate(args) -> None:
     from ebm_repro.particle.simulate import load_dataset
 
     cfg = _config(args)
+    fix = "delete it and rerun the particle train step"
+    ckpts = [(path, load_data(Path(path), "particle model", f"ebm-repro's particle models always load as data, "
+                                                             f"so this one was not written by it: {fix}.", fix))
+             for path in args.ckpts]  # all read (as data only) before the dataset
     data, _ = load_dataset(Path(args.data))
     mses, seeds = [], []
-    for path in args.ckpts:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-        if ck["kind"] != args.model or ck["train_hash"] != cfg.train_hash(args.model):
+    for path, ck in ckpts:
+        want = (args.model, cfg.train_hash(args.model))
+        if not isinstance(ck, dict) or (ck.get("kind"), ck.get("train_hash")) != want:
             raise ConfigError(f"{path} is not a {args.model} model trained with the current params; retrain it")
         model = build_model(args.model, cfg.net, cfg.physics.box_size)
         model.load_state_dict(ck["state_dict"])
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     try:
         cmds[args.command][1](args)
-    except ConfigError as e:
+    except (ConfigError, CheckpointError) as e:
         sys.exit(f"error: {e}")
 
 
