@@ -253,8 +253,10 @@ def buffer_evaluator(cfg: RunConfig, data_dir: Path, feature_net: Path) -> Calla
     """IS / FID of the replay buffer's newest samples (the chains being trained on) with the feature net."""
     from ebm_repro.metrics import compute_inception_metrics
 
+    from ebm_repro.data import reference_images
+
     mc, n = cfg.metrics, cfg.hp.train.eval_n_samples
-    reference, _ = load_split(Path(data_dir) / f"{mc.fid_reference}.npz")
+    reference = reference_images(Path(data_dir), cfg.hp.metrics.fid_reference)
 
     def evaluate(t: Trainer) -> dict:
         images = t.buffer_images(n).numpy()
