@@ -80,3 +80,16 @@ def test_sampling_text_of_the_fresh_chains_protocol(params):
     ts = C.dataclasses.asdict(C.resolve(params, "icd", setting="paper").hp.test_sampling)
     ts.update(protocol="fresh_chains")
     assert sampling_text(ts).startswith("fresh_chains: 1000 new chains per chunk")
+
+
+def test_reference_points_of_real_images_and_noise_are_shown(params):
+    rows = params["inception_rows"][:1]
+    b = {"real_test": {"what": "the first 200 test images", "IS_mean": 8.1, "IS_std": 0.2, "FID": 3.0},
+         "uniform_noise": {"what": "200 images of uniform noise (seed 0)", "IS_mean": 1.02, "IS_std": 0.01,
+                           "FID": 250.0}, "fid_reference": "train"}
+    md = inception_table([metrics_for(params, rows[0], 0)], rows, b)
+    part = md.split("## Reference points computed by this run")[1].split("## Metric conventions")[0]
+    cells = {c[0]: c[1:] for c in ([x.strip() for x in l.strip("|").split("|")]
+                                    for l in part.splitlines() if l.startswith("|"))}
+    assert cells["real test images"] == ["the first 200 test images", "8.10 ± 0.20", "3.00"]
+    assert cells["uniform noise"] == ["200 images of uniform noise (seed 0)", "1.02 ± 0.01", "250.00"]

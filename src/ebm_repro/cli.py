@@ -139,6 +139,27 @@ def cmd_plot_samples(a) -> None:
         "preset": p["preset"], "config_hash": C.resolve(p, a.variant).hash(), "diverged": info["diverged"]})
 
 
+def cmd_metrics_baselines(a) -> None:
+    """IS/FID of real test images and of uniform noise under this setting's scoring: the scale of every row."""
+    from ebm_repro.data import load_split, reference_images
+    from ebm_repro.metrics import compute_inception_metrics
+
+    p = _params(a)
+    mc = C._build(C.MetricsConfig, p["settings"][p["setting"]]["metrics"])
+    test, _ = load_split(Path(a.data) / "test.npz")
+    ref = reference_images(Path(a.data), "train")
+    n = min(mc.n_samples, len(test))
+    noise = np.random.default_rng(0).integers(0, 256, (mc.n_samples, *test.shape[1:]), dtype=np.uint8)
+    kw = dict(n_splits=mc.n_splits, batch_size=mc.batch_size, device=str(_device(a.device)), kid=False)
+    out = {"real_test": {"what": f"the first {n} test images", **compute_inception_metrics(
+               test[:n], ref, mc.feature_net, Path(a.feature_net), **kw)},
+           "uniform_noise": {"what": f"{mc.n_samples} images of uniform noise (seed 0)", **compute_inception_metrics(
+               noise, ref, mc.feature_net, Path(a.feature_net), **kw)},
+           "fid_reference": "train", "setting": p["setting"]}
+    ck.atomic_write_text(Path(a.out), json.dumps(out, indent=1) + "\n")
+    print(json.dumps({k: {m: v[m] for m in ("IS_mean", "FID")} for k, v in out.items() if isinstance(v, dict)}))
+
+
 def cmd_table_inception(a) -> None:
     from ebm_repro.report import inception_table, write_provenance
 
@@ -147,8 +168,9 @@ def cmd_table_inception(a) -> None:
     rows = p["inception_rows"]
     if len(metrics) != len(rows):
         raise SystemExit(f"got {len(metrics)} metric files for {len(rows)} inception_rows")
-    ck.atomic_write_text(Path(a.out), inception_table(metrics, rows))
-    write_provenance(Path(a.out), [Path(m) for m in a.metrics] + [Path(a.params)],
+    baselines = json.loads(Path(a.baselines).read_text())
+    ck.atomic_write_text(Path(a.out), inception_table(metrics, rows, baselines))
+    write_provenance(Path(a.out), [Path(m) for m in a.metrics] + [Path(a.baselines), Path(a.params)],
                      {"setting": p["setting"], "preset": p["preset"],
                       "dataset_checksums": json.loads(Path(a.data_checksums).read_text()),
                       "config_hashes": {m["variant"] + "/" + m["mode"]: m["config_hash"] for m in metrics},
@@ -163,7 +185,8 @@ COMMANDS = {
     "sample": (cmd_sample, ["variant", "mode", "model", "out"]),
     "metrics": (cmd_metrics, ["variant", "mode", "samples", "data", "feature_net", "out"]),
     "plot-samples": (cmd_plot_samples, ["variant", "mode", "samples", "out"]),
-    "table-inception": (cmd_table_inception, ["data_checksums", "out"]),
+    "metrics-baselines": (cmd_metrics_baselines, ["data", "feature_net", "out"]),
+    "table-inception": (cmd_table_inception, ["data_checksums", "baselines", "out"]),
 }
 
 

@@ -117,7 +117,20 @@ def scoring_text(m: dict) -> str:
     return f"FID vs {m['n_reference']} images (`{m['fid_reference']}`); {order}"
 
 
-def inception_table(metrics: list[dict], rows: list[dict]) -> str:
+def baseline_lines(b: dict) -> list[str]:
+    """A small table of the scores real test images and uniform noise get under the same scoring."""
+    from tabulate import tabulate
+
+    body = [[name, v["what"], f"{v['IS_mean']:.2f} ± {v['IS_std']:.2f}", fmt(v["FID"])]
+            for name, v in (("real test images", b["real_test"]), ("uniform noise", b["uniform_noise"]))]
+    return ["## Reference points computed by this run", "",
+            tabulate(body, headers=["images", "what", "IS", f"FID (vs `{b['fid_reference']}`)"],
+                     tablefmt="github", disable_numparse=True), "",
+            "A row's samples are better than noise when they beat the noise row; real test images are the ceiling "
+            "this feature network allows.", ""]
+
+
+def inception_table(metrics: list[dict], rows: list[dict], baselines: dict | None = None) -> str:
     """Markdown for results/tables/inception.md from per-row metric dicts (same order as rows)."""
     from tabulate import tabulate
 
@@ -139,8 +152,9 @@ def inception_table(metrics: list[dict], rows: list[dict]) -> str:
     m0 = next((m for m in metrics if m.get("IS_mean") is not None), {**metrics[0], "n_reference": "n/a",
                                                                       "weights_sha256": "n/a (nothing scored)"})
     lines = [f"# CIFAR-10-style generation: Inception Score and FID ({m0['setting']} setting)", "",
-             tabulate(body, headers=head, tablefmt="github", disable_numparse=True), "",
-             "## Metric conventions", ""]
+             tabulate(body, headers=head, tablefmt="github", disable_numparse=True), ""]
+    lines += baseline_lines(baselines) if baselines else []
+    lines += ["## Metric conventions", ""]
     if m0["feature_net"] == "inception":
         lines += [f"- Feature network: Inception-v3 (TF 2015-12-05 weights, torch-fidelity `inception-v3-compat`), "
                   f"weights sha256 `{m0['weights_sha256'][:16]}…`.",

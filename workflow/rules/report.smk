@@ -1,12 +1,34 @@
 ROW_KEYS = [f"{r['variant']}/{r['mode']}" for r in ROWS]
 
 
+rule compute_baseline_metrics:
+    """IS/FID of real test images and of uniform noise under the setting's scoring (the scale of every row)."""
+    input:
+        train=f"{DATA_DIR}/train.npz",
+        test=f"{DATA_DIR}/test.npz",
+        feature_net=FEATURE_NET,
+    output:
+        f"{PREFIX}results/metrics/baselines.json",
+    log:
+        f"{PREFIX}logs/compute_baseline_metrics.log",
+    params:
+        data=lambda w, input: outdir(input.train),
+        metrics=S["metrics"],
+    threads: THREADS
+    resources:
+        gpu=1,
+    shell:
+        "{CLI} metrics-baselines {ARGS} --threads {threads} --data {params.data} --feature-net {input.feature_net} "
+        "--out {output} > {log} 2>&1"
+
+
 rule make_inception_table:
     """results/tables/inception.md (E1, E2, E3 top row): one row per variant, paper numbers beside."""
     input:
         metrics=[f"{PREFIX}results/metrics/{k}.json" for k in ROW_KEYS],
         grids=[f"{PREFIX}results/figures/samples_{k.replace('/', '_')}.png" for k in ROW_KEYS],
         checksums=f"{DATA_DIR}/checksums.json",
+        baselines=rules.compute_baseline_metrics.output[0],
     output:
         f"{PREFIX}results/tables/inception.md",
     log:
@@ -16,7 +38,7 @@ rule make_inception_table:
     threads: 1
     shell:
         "{CLI} table-inception {ARGS} --metrics {input.metrics} --data-checksums {input.checksums} "
-        "--out {output} > {log} 2>&1"
+        "--baselines {input.baselines} --out {output} > {log} 2>&1"
 
 
 INCEPTION_TARGETS = rules.make_inception_table.output
