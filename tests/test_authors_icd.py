@@ -93,7 +93,8 @@ def authors_state(kind: str, fl: Flags, classes: int, seed: int = 0) -> dict[str
     for p in ("", "mid_", "small_") if fl.multiscale else ("",):
         side = p != "" and kind == "celeba"  # CelebA mid/small blocks: norm=True, no spectral norm
         blocks = table[p]
-        sd[f"{p}conv1.weight"], sd[f"{p}conv1.bias"] = _n(rng, int(blocks[0][1] * f), 3, 3, 3), _n(rng, int(blocks[0][1] * f))
+        c0 = int(blocks[0][1] * f)  # stem width: F (ResNetModel), F/2 (CelebAModel main), F (CelebA mid/small)
+        sd[f"{p}conv1.weight"], sd[f"{p}conv1.bias"] = _n(rng, c0, 3, 3, 3), _n(rng, c0)
         for name, c, d in blocks:
             block_state(sd, rng, name, int(c * f), None if d is None else int(d * f), classes,
                         sn=fl.spec_norm and not side, norm=fl.norm or side)
@@ -356,3 +357,13 @@ def test_reading_tf_checkpoints_without_tensorflow_names_the_extra(tmp_path, mon
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # as if the [tf] extra were not installed
     with pytest.raises(AuthorsCheckpointError, match=r"pip install -e \.\[tf\]"):
         _read(tmp_path / "model_1")
+
+
+def test_flags_missing_a_switch_are_refused():
+    from ebm_repro.authors.icd_pth import check_flags
+
+    flags = dataclasses.asdict(Flags())
+    del flags["square_energy"]
+    with pytest.raises(AuthorsCheckpointError, match=r"FLAGS lacks \['square_energy'\]"):
+        check_flags(flags, icd_cfg(width=8).hp.model, "x")
+    check_flags(dataclasses.asdict(Flags()), icd_cfg(width=8).hp.model, "x")  # complete and matching: accepted

@@ -120,7 +120,8 @@ def test_the_authors_row_stands_beside_ours_and_the_footer_names_missing_files(p
     theirs = [metrics_json("igebm_uncond", "single", 6.02, IMPORTED, step=0)]
     entries = params["authors_checkpoints"]
     m, r = with_authors_rows(ours, rows, theirs, entries)
-    assert [x["row"] for x in r] == [rows[0]["row"], f"{rows[0]['row']} — {AUTHORS_ROW}"] + [x["row"] for x in rows[1:]]
+    names = [x["row"] for x in rows]
+    assert [x["row"] for x in r] == [names[0], f"{names[0]} — {AUTHORS_ROW}", *names[1:]]
     assert r[1]["paper"] == rows[0]["paper"] and m[1]["train_step"] == "121200 (theirs)"
     md = inception_table(m, r) + authors_footer(theirs, entries, "", {})
     line = next(x for x in md.splitlines() if x.startswith(f"| {rows[0]['row']} — {AUTHORS_ROW}"))

@@ -82,9 +82,9 @@ def check_flags(flags: dict, m: ModelConfig, where: str) -> None:
     want = {"filter_dim": m.width, "multiscale": m.multiscale, "self_attn": m.attention,
             "spec_norm": m.spectral_norm, "cond": m.n_classes > 0, "norm": m.norm != "none",
             "alias": False, "square_energy": False, "sigmoid": False}
-    missing = sorted(k for k in want if k not in flags)
-    if missing or "dataset" not in flags:
-        raise AuthorsCheckpointError(f"{where}: FLAGS lacks {missing + (['dataset'] if 'dataset' not in flags else [])}")
+    missing = sorted(k for k in [*want, "dataset"] if k not in flags)
+    if missing:
+        raise AuthorsCheckpointError(f"{where}: FLAGS lacks {missing}; not a checkpoint of the ICD code at 7d3d4ee")
     arch = DATASET_ARCH.get(flags["dataset"])
     if arch != m.arch:
         raise AuthorsCheckpointError(f"{where}: FLAGS.dataset={flags['dataset']!r} builds "
