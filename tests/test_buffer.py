@@ -60,7 +60,7 @@ def test_state_round_trip_continues_identically():
 
 def test_code_quantisation_floors_then_dequantises_on_read():
     # compress_x_mod / decompress_x_mod (both papers' train.py): k = floor(255 x), read k/256 + U(0, 1/256).
-    from ebm_repro.buffer import compress, decompress
+    from ebm_repro.buffer import compress
 
     x = torch.tensor([0.0, 0.5, 0.9999, 1.0, 0.00392])          # 255 x = 0, 127.5, 254.97, 255, 0.9996
     assert compress(x, "code").tolist() == [0, 127, 254, 255, 0]

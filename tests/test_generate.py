@@ -5,7 +5,6 @@ import dataclasses
 import math
 from pathlib import Path
 
-import pytest
 import torch
 
 from ebm_repro import checkpoint as ck

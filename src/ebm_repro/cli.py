@@ -83,8 +83,10 @@ def cmd_sample(a) -> None:
         if div:
             print(f"variant {a.variant} diverged ({div['reason']}); sampling its {scored}")
         images, labels = generate(cfg, Path(a.model), a.mode, n, device=a.device, seed=cfg.hp.train.seed)
+    imported = meta.get("imported")  # an authors' checkpoint (ebm_repro.authors): where it came from
     info = dict(variant=a.variant, mode=a.mode, train_step=meta["step"], diverged=div, scored=scored,
-                config=cfg.to_dict())
+                config=cfg.to_dict(),
+                imported=imported and {k: imported[k] for k in ("source", "path", "files", "iteration")})
     ck.atomic_write(Path(a.out), lambda f: np.savez(f, images=images, labels=labels,
                                                       info=json.dumps(info, default=str)))
     print(f"wrote {len(images)} samples to {a.out}")
@@ -103,7 +105,8 @@ def cmd_metrics(a) -> None:
                train_step=info["train_step"], diverged=info["diverged"], scored=info.get("scored"),
                test_sampling=info["config"]["hp"]["test_sampling"], feature_net=mc.feature_net,
                n_splits=mc.n_splits, fid_reference=sc.fid_reference,
-               fid_reference_desc=FID_REFERENCES[sc.fid_reference], config_hash=cfg.hash())
+               fid_reference_desc=FID_REFERENCES[sc.fid_reference], config_hash=cfg.hash(),
+               imported=info.get("imported"))  # the authors' checkpoint this row scores, if any
     if len(z["images"]):
         if mc.feature_net == "smoke_classifier":  # read as data only, before any other work
             from ebm_repro.feature_net import load_feature_info
@@ -131,6 +134,8 @@ def cmd_plot_samples(a) -> None:
     title = f"{a.variant} / {a.mode} ({p['setting']} setting, preset {p['preset']}, step {info['train_step']})"
     if info["diverged"]:
         title += f" — DIVERGED at step {info['diverged']['step']}"
+    if info.get("imported"):
+        title += f" — authors' checkpoint {Path(info['imported']['path']).name}"
     names = CIFAR10_CLASSES if p["settings"][p["setting"]]["dataset"] == "cifar10" else None
     save_grid(z["images"], z["labels"], Path(a.out), title, per_class=bool((z["labels"] >= 0).any()),
               class_names=names)
@@ -161,20 +166,43 @@ def cmd_metrics_baselines(a) -> None:
 
 
 def cmd_table_inception(a) -> None:
-    from ebm_repro.report import inception_table, write_provenance
+    from ebm_repro.report import authors_footer, inception_table, with_authors_rows, write_provenance
 
     p = _params(a)
     metrics = [json.loads(Path(m).read_text()) for m in a.metrics]
     rows = p["inception_rows"]
     if len(metrics) != len(rows):
         raise SystemExit(f"got {len(metrics)} metric files for {len(rows)} inception_rows")
+    authors = [json.loads(Path(m).read_text()) for m in a.authors_metrics]
+    entries = p.get("authors_checkpoints", [])
+    all_metrics, all_rows = with_authors_rows(metrics, rows, authors, entries)
+    unfit = {}  # entries whose file the current preset's net cannot take (e.g. paper_text's Fig. 15b net)
+    for e in entries:
+        arch = C.resolve(p, e["variant"]).hp.model.arch
+        if arch not in C.AUTHORS_SOURCE_ARCHS[e["source"]]:
+            unfit[e["variant"]] = f"preset {p['preset']} builds arch {arch}, which {e['source']} files do not fill"
     baselines = json.loads(Path(a.baselines).read_text())
-    ck.atomic_write_text(Path(a.out), inception_table(metrics, rows, baselines))
-    write_provenance(Path(a.out), [Path(m) for m in a.metrics] + [Path(a.baselines), Path(a.params)],
+    table = inception_table(all_metrics, all_rows, baselines) + authors_footer(
+        authors, entries, p["settings"][p["setting"]]["prefix"], unfit)
+    ck.atomic_write_text(Path(a.out), table)
+    write_provenance(Path(a.out), [Path(m) for m in a.metrics + a.authors_metrics]
+                     + [Path(a.baselines), Path(a.params)],
                      {"setting": p["setting"], "preset": p["preset"],
                       "dataset_checksums": json.loads(Path(a.data_checksums).read_text()),
                       "config_hashes": {m["variant"] + "/" + m["mode"]: m["config_hash"] for m in metrics},
-                      "train_steps": {m["variant"]: m["train_step"] for m in metrics}})
+                      "train_steps": {m["variant"]: m["train_step"] for m in metrics},
+                      "authors_checkpoints": {m["variant"] + "/" + m["mode"]: m["imported"] for m in authors}})
+    print(f"wrote {a.out}")
+
+
+def cmd_import_checkpoint(a) -> None:
+    from ebm_repro.authors import import_checkpoint
+
+    cfg = C.resolve(_params(a), a.variant)
+    info = import_checkpoint(a.source, cfg, Path(a.path), Path(a.out), trust_pickle=a.trust_pickle)
+    print(json.dumps({k: info[k] for k in ("source", "variant", "path", "iteration", "files", "n_mapped")}, indent=1))
+    for reason, names in info["dropped"].items():
+        print(f"dropped {len(names)}: {reason}")
     print(f"wrote {a.out}")
 
 
@@ -187,6 +215,7 @@ COMMANDS = {
     "plot-samples": (cmd_plot_samples, ["variant", "mode", "samples", "out"]),
     "metrics-baselines": (cmd_metrics_baselines, ["data", "feature_net", "out"]),
     "table-inception": (cmd_table_inception, ["data_checksums", "baselines", "out"]),
+    "import-checkpoint": (cmd_import_checkpoint, ["variant", "path", "out"]),
 }
 
 
@@ -202,6 +231,15 @@ def main(argv: list[str] | None = None) -> None:
             sp.add_argument("--feature-net", help="feature network for train.eval_every > 0")
         if name == "table-inception":
             sp.add_argument("--metrics", nargs="+", required=True)
+            sp.add_argument("--authors-metrics", nargs="*", default=[],
+                            help="metrics of imported authors' checkpoints (params.yaml authors_checkpoints)")
+        if name == "import-checkpoint":
+            from ebm_repro.authors import SOURCES
+            sp.add_argument("--source", required=True, choices=sorted(SOURCES),
+                            help="igebm_tf: IGEBM TF checkpoint prefix; icd_pth: ICD code model_<iter>.pth")
+            sp.add_argument("--trust-pickle", action="store_true",
+                            help="fully unpickle a .pth whose extra objects a weights-only load refuses "
+                                 "(runs code from the file: only for files you trust)")
         sp.set_defaults(fn=fn)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)

@@ -63,7 +63,8 @@ def _enum(*values: str) -> Any:
 @dataclass(frozen=True)
 class ModelConfig:
     """Energy network E(x[, y]) -> (B,)."""
-    arch: str = _enum("igebm_resnet32_large", "igebm_resnet32_large_fig15b", "igebm_resnet32", "icd_resnet", "mlp2d")
+    arch: str = _enum("igebm_resnet32_large", "igebm_resnet32_large_fig15b", "igebm_resnet32", "icd_resnet",
+                      "icd_celeba", "mlp2d")
     width: int = _pos()               # base channels (IGEBM F=128, ICD 64)
     n_classes: int = _pos(minimum=0)  # 0 = unconditional
     spectral_norm: bool        # IGEBM: convs + hidden dense layers; ICD: off
@@ -300,6 +301,30 @@ def ablation_schema() -> dict:
     }
 
 
+# Which of our archs each authors' checkpoint format can fill (src/ebm_repro/authors/).
+AUTHORS_SOURCE_ARCHS = {"igebm_tf": ("igebm_resnet32_large", "igebm_resnet32"),
+                        "icd_pth": ("icd_resnet", "icd_celeba")}
+
+
+def authors_schema() -> dict:
+    """Schema of `authors_checkpoints:`: the authors' released files, scored beside our trained rows."""
+    text = {"type": "string", "minLength": 1}
+    return {"type": "array", "items": {
+        "type": "object", "additionalProperties": False,
+        "required": ["variant", "mode", "source", "path", "beside", "description"],
+        "properties": {
+            "variant": text,                                    # our variant whose net and sampling they use
+            "mode": {"enum": ["single"]},         # one checkpoint: no historical ensemble
+            "source": {"enum": sorted(AUTHORS_SOURCE_ARCHS)},
+            # relative to the setting's prefix; no spaces or '..' (it lands in a shell command)
+            "path": {"type": "string", "pattern": r"^data/authors/(?!.*\.\.)[A-Za-z0-9_./-]+$"},
+            "beside": text,                                     # the inception_rows row it stands beside
+            "description": text,                                # what the file is and where it comes from
+            "trust_pickle": {"type": "boolean"},                # icd_pth: full unpickle (runs the file's code)
+        },
+    }}
+
+
 def params_schema() -> dict:
     """JSON schema of params.yaml, generated from the dataclasses (written to workflow/schemas/)."""
     recipe, override = dataclass_schema(RecipeConfig), dataclass_schema(RecipeConfig, partial=True)
@@ -364,6 +389,7 @@ def params_schema() -> dict:
             "particle": particle_schema(),
             "toy2d": toy2d_schema(),
             "ablation": ablation_schema(),
+            "authors_checkpoints": authors_schema(),
         },
     }
 
@@ -431,6 +457,7 @@ def validate_params(params: dict) -> None:
             if row["mode"] == "ensemble" and cfg.hp.train.n_snapshots < 2:
                 raise ConfigError(f"inception_rows[{i}]: mode 'ensemble' needs train.n_snapshots >= 2 "
                                   f"for variant {row['variant']!r}")
+    _check_authors_checkpoints(params)
 
 
 def _check_ablation_variants(params: dict) -> None:
@@ -443,6 +470,28 @@ def _check_ablation_variants(params: dict) -> None:
     for key, v in named + [("ablation.kl_grad_variant", a["kl_grad_variant"])]:
         if v not in params["variants"]:
             raise ConfigError(f"{key}: unknown variant {v!r}; choose one of {sorted(params['variants'])}")
+
+
+def _check_authors_checkpoints(params: dict) -> None:
+    """Each authors' entry names a variant (once), stands beside a row of that variant and mode, fits its arch."""
+    seen: set[str] = set()
+    for i, e in enumerate(params.get("authors_checkpoints", [])):
+        where = f"authors_checkpoints[{i}]"
+        if e["variant"] not in params["variants"]:
+            raise ConfigError(f"{where}.variant: unknown variant {e['variant']!r}; choose one of "
+                              f"{sorted(params['variants'])}")
+        if e["variant"] in seen:  # its results live in results/*/authors_<variant>/
+            raise ConfigError(f"{where}.variant: a second entry for {e['variant']!r}; keep one per variant")
+        seen.add(e["variant"])
+        rows = [r for r in params["inception_rows"] if r["row"] == e["beside"]]
+        if not rows or (rows[0]["variant"], rows[0]["mode"]) != (e["variant"], e["mode"]):
+            raise ConfigError(f"{where}.beside: {e['beside']!r} is not an inception_rows row of variant "
+                              f"{e['variant']!r}, mode {e['mode']!r}")
+        arch = resolve(params, e["variant"], setting="paper", preset="code", validated=True).hp.model.arch
+        if arch not in AUTHORS_SOURCE_ARCHS[e["source"]]:
+            raise ConfigError(f"{where}.source: {e['source']!r} checkpoints fill arch "
+                              f"{' / '.join(AUTHORS_SOURCE_ARCHS[e['source']])}, variant {e['variant']!r} "
+                              f"builds {arch!r} (preset code)")
 
 
 def check_run_config(cfg: RunConfig) -> None:

@@ -190,6 +190,58 @@ def inception_table(metrics: list[dict], rows: list[dict], baselines: dict | Non
     return "\n".join(lines)
 
 
+AUTHORS_ROW = "authors' checkpoint"
+
+
+def with_authors_rows(metrics: list[dict], rows: list[dict], authors: list[dict],
+                      entries: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Insert an "authors' checkpoint" row (imported weights, our sampling + metrics) after the row it stands beside."""
+    by_key = {(m["variant"], m["mode"]): m for m in authors}
+    unknown = set(by_key) - {(e["variant"], e["mode"]) for e in entries}
+    if unknown or any(not m.get("imported") for m in authors):
+        raise ValueError(f"authors' metrics {sorted(unknown)} match no params.yaml authors_checkpoints entry "
+                         f"(or were not computed from an imported checkpoint)")
+    out_m, out_r = [], []
+    for m, row in zip(metrics, rows):
+        out_m.append(m)
+        out_r.append(row)
+        for e in entries:
+            if e["beside"] == row["row"] and (e["variant"], e["mode"]) in by_key:
+                a = by_key[(e["variant"], e["mode"])]
+                it = a["imported"]["iteration"]  # their training iteration, from the file name
+                out_m.append({**a, "train_step": f"{it} (theirs)" if it is not None else "unknown (theirs)"})
+                out_r.append({**row, "row": f"{row['row']} — {AUTHORS_ROW}"})
+    return out_m, out_r
+
+
+def authors_footer(authors: list[dict], entries: list[dict], prefix: str, unfit: dict[str, str]) -> str:
+    """Where each authors' row came from, and which files would add the missing ones (no row is ever invented).
+
+    `unfit`: variant -> why its authors' file cannot fill the net the current preset builds.
+    """
+    if not entries:
+        return ""
+    have = {(m["variant"], m["mode"]): m["imported"] for m in authors}
+    lines = ["", "## Authors' checkpoints", "",
+             f"Rows marked \"{AUTHORS_ROW}\" score the authors' released weights, imported into our network "
+             "(`ebm-repro import-checkpoint`), with the same test-time sampling and metrics as our trained row "
+             "above them. Their row against the paper column tests our evaluation; our row against theirs tests "
+             "our training.", ""]
+    for e in entries:
+        imp = have.get((e["variant"], e["mode"]))
+        if imp:
+            sha = ", ".join(f"`{n}` sha256 `{d[:12]}…`" for n, d in imp["files"].items())
+            lines.append(f"- {e['beside']}: `{imp['path']}` ({e['source']}, their iteration "
+                         f"{imp['iteration'] if imp['iteration'] is not None else 'unknown'}; {sha}).")
+        elif e["variant"] in unfit:
+            lines.append(f"- {e['beside']}: no row; {unfit[e['variant']]}.")
+        else:
+            lines.append(f"- {e['beside']}: no row; place {e['description']} at `{prefix}{e['path']}`"
+                         + (" (`.index` + `.data-*`)" if e["source"] == "igebm_tf" else "")
+                         + " and rerun Snakemake to add it (dvc.yaml has no authors' stages).")
+    return "\n".join(lines) + "\n"
+
+
 def save_grid(images: np.ndarray, labels: np.ndarray, out_png: Path, title: str, nrow: int = 10,
               per_class: bool = False, class_names: tuple[str, ...] | None = None) -> None:
     """Sample grid (PNG + PDF beside it); per_class puts one class per row (IGEBM Fig. 4a)."""

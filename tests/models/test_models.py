@@ -28,6 +28,10 @@ PAPER = {
     "icd_resnet": dict(arch="icd_resnet", width=64, n_classes=0, spectral_norm=False, spectral_norm_head=False,
                        dropout=0.0, attention=True, multiscale=True, activation="swish", norm="group",
                        image_size=32, channels=3, **TORCH_INIT),
+    # ICD code CelebAModel as trained for the released CelebA-HQ models (README: --filter_dim=128 --cond)
+    "icd_celeba": dict(arch="icd_celeba", width=128, n_classes=2, spectral_norm=False, spectral_norm_head=False,
+                       dropout=0.0, attention=True, multiscale=True, activation="swish", norm="instance",
+                       image_size=128, channels=3, **TORCH_INIT),
     "mlp2d": dict(arch="mlp2d", width=64, n_classes=0, spectral_norm=True, spectral_norm_head=False, dropout=0.0,
                   attention=False, multiscale=False, activation="swish", norm="none", image_size=1, channels=2,
                   **TORCH_INIT),
@@ -39,10 +43,10 @@ B = 3
 
 
 def small(arch: str, **kw) -> ModelConfig:
-    """A tiny config of `arch` (width 8, 16x16 images) for fast forward passes."""
+    """A tiny config of `arch` (width 8, 16x16 images; 64x64 for the CelebA net's six poolings) for fast passes."""
     d = dict(PAPER[arch], width=8)
     if arch != "mlp2d":
-        d["image_size"] = 16
+        d["image_size"] = 64 if arch == "icd_celeba" else 16
     d.update(kw)
     return ModelConfig(**d)
 
@@ -65,7 +69,7 @@ ALL = [(a, c) for a in ARCHS for c in (False, True)]
 
 def test_archs_table():
     assert set(ARCHS) == {"igebm_resnet32_large", "igebm_resnet32_large_fig15b", "igebm_resnet32", "icd_resnet",
-                          "mlp2d"}
+                          "icd_celeba", "mlp2d"}
 
 
 @pytest.mark.parametrize("arch,conditional", ALL)
@@ -215,6 +219,8 @@ def test_multiscale_energy_is_sum_of_scales():
     ("igebm_resnet32_large", "norm", "group"),
     ("igebm_resnet32_large", "image_size", 20),
     ("icd_resnet", "image_size", 18),
+    ("icd_celeba", "image_size", 96),
+    ("icd_celeba", "width", 7),
     ("mlp2d", "image_size", 32),
     ("mlp2d", "attention", True),
     ("mlp2d", "activation", "tanh"),
@@ -329,3 +335,54 @@ def test_icd_residual_skip_switch():
         x = torch.randn(2, 8, 16, 16)
         out = block(x, None)                                 # swish(0) = 0
         assert torch.allclose(out, x if skip else torch.zeros_like(x))
+
+
+def celeba_hand_count(f: int, classes: int) -> int:
+    """Parameters of the ICD code's CelebAModel(filter_dim=f, cond, multiscale, self_attn), counted by hand from
+    models.py at 7d3d4ee (CondResBlock l.52-113, Self_Attn l.16-26, CelebAModel l.413-490), without its unused
+    `heir_weight` (3 numbers, l.429; never read by forward)."""
+    def block(c, down):  # conv1, conv2 (+bias), bn1, bn2 (affine), latent_map(_2) Linear(classes, 2c), downsample conv
+        n = 2 * (9 * c * c + c) + 2 * 2 * c + 2 * (classes * 2 * c + 2 * c)
+        return n + (9 * c * down + down if down else 0)
+
+    def stem(c):
+        return 27 * c + c
+
+    def attn(c):  # query/key 1x1 convs to c/8, value 1x1 conv to c, gamma
+        return 2 * (c * (c // 8) + c // 8) + c * c + c + 1
+
+    main = (stem(f // 2) + block(f // 2, f) + block(f, f) + block(f, f) + block(f, 2 * f) + block(2 * f, 0)
+            + block(2 * f, 4 * f) + attn(4 * f) + block(4 * f, 0) + block(4 * f, 8 * f) + 8 * f + 1)
+    mid = (stem(f) + block(f, f) + block(f, f) + block(f, f) + block(f, 2 * f) + block(2 * f, 0)
+           + block(2 * f, 4 * f) + 4 * f + 1)
+    small = stem(f) + block(f, f) + block(f, f) + block(f, f) + block(f, 2 * f) + 2 * f + 1
+    return main + mid + small
+
+
+@pytest.mark.parametrize("width", [128, 16])
+def test_icd_celeba_param_count_matches_a_hand_count_of_the_code(width):
+    cfg = ModelConfig(**dict(PAPER["icd_celeba"], width=width))
+    assert count_params(make_model(cfg)) == celeba_hand_count(width, classes=2)
+    if width == 128:
+        assert celeba_hand_count(128, 2) == 27_095_940  # about 27M at the released models' filter_dim
+
+
+def test_icd_celeba_layout_follows_the_code():
+    """Stem F/2, attention at 4F after res_3b, side scales with instance norm and WS convs whatever cfg says."""
+    from ebm_repro.models.layers import WSConv2d
+    cfg = ModelConfig(**dict(PAPER["icd_celeba"], width=16, image_size=64, norm="none", spectral_norm=True))
+    net = make_model(cfg)
+    main, mid, small_net = net.scales
+    assert main.stem.out_channels == 8 and mid.stem.out_channels == small_net.stem.out_channels == 16
+    assert [b.down.out_channels if b.down is not None else None for b in main.blocks] == \
+        [16, 16, 16, 32, None, 64, None, 128]
+    assert main.attention.value.in_channels == 64 and mid.attention is None and small_net.attention is None
+    assert [s.n_pool for s in net.scales] == [0, 1, 2]
+    assert has_spectral_norm(main.blocks[0].conv1) and isinstance(main.blocks[0].norm1, nn.Identity)
+    for side in (mid, small_net):
+        assert all(isinstance(b.conv1, WSConv2d) and isinstance(b.norm1, nn.GroupNorm) for b in side.blocks)
+    x = torch.rand(2, 3, 64, 64)
+    y = torch.tensor([0, 1])
+    parts = net.eval().scale_energies(x, y)
+    assert parts.shape == (2, 3)
+    torch.testing.assert_close(net(x, y), parts.sum(dim=1))

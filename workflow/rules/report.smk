@@ -26,7 +26,8 @@ rule make_inception_table:
     """results/tables/inception.md (E1, E2, E3 top row): one row per variant, paper numbers beside."""
     input:
         metrics=[f"{PREFIX}results/metrics/{k}.json" for k in ROW_KEYS],
-        grids=[f"{PREFIX}results/figures/samples_{k.replace('/', '_')}.png" for k in ROW_KEYS],
+        grids=[f"{PREFIX}results/figures/samples_{k.replace('/', '_')}.png" for k in ROW_KEYS] + AUTHORS_GRIDS,
+        authors=AUTHORS_METRICS,  # authors.smk: only the entries whose files are present
         checksums=f"{DATA_DIR}/checksums.json",
         baselines=rules.compute_baseline_metrics.output[0],
     output:
@@ -35,9 +36,11 @@ rule make_inception_table:
         f"{PREFIX}logs/make_inception_table.log",
     params:
         rows=ROWS,
+        authors_entries=AUTHORS,
+        authors=lambda w, input: f" --authors-metrics {' '.join(input.authors)}" if input.authors else "",
     threads: 1
     shell:
-        "{CLI} table-inception {ARGS} --metrics {input.metrics} --data-checksums {input.checksums} "
+        "{CLI} table-inception {ARGS} --metrics {input.metrics}{params.authors} --data-checksums {input.checksums} "
         "--baselines {input.baselines} --out {output} > {log} 2>&1"
 
 

@@ -32,7 +32,10 @@ def snakemake_jobs(setting: str) -> list[dict]:
     try:
         with contextlib.redirect_stderr(io.StringIO()), SnakemakeApi(OutputSettings()) as api:
             wf = api.workflow(snakefile=ROOT / "Snakefile", resource_settings=ResourceSettings(cores=64),
-                              config_settings=ConfigSettings(config={"setting": setting}),
+                              # authors' checkpoints join the Snakemake DAG only when their files are present;
+                              # dvc.yaml must not depend on local downloads, so it is generated without them
+                              config_settings=ConfigSettings(config={"setting": setting,
+                                                                     "authors_checkpoints": []}),
                               storage_settings=StorageSettings())
             w = wf.dag(DAGSettings(forceall=True)).workflow_api._workflow
             w._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True, nolock=True)

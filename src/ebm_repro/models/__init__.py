@@ -14,6 +14,7 @@ ARCHS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "igebm_resnet32_large_fig15b": igebm.resnet32_large_fig15b,  # IGEBM Fig. 15b as printed (128 -> 256 -> 256)
     "igebm_resnet32": igebm.resnet32,              # IGEBM Fig. 15a / code ResNet32
     "icd_resnet": icd.ICDResNet,                   # ICD Tab. 4 (+ half/quarter-resolution nets)
+    "icd_celeba": icd.ICDCelebA,                   # ICD code CelebAModel (CelebA-HQ 128, authors' checkpoints)
     "mlp2d": mlp.MLPEnergy,                        # 2-D toy densities
 }
 

@@ -120,7 +120,8 @@ class SpectralNormAtMostOne(_SpectralNorm):
             self._power_method(w, self.n_power_iterations)
         u = self._u.clone(memory_format=torch.contiguous_format)
         v = self._v.clone(memory_format=torch.contiguous_format)
-        sigma = torch.vdot(u, torch.mv(w, v))
+        # code (utils.py:1059-1061): sigma + 1e-6, then W / sigma * min(sigma, 1) = W / max(sigma, 1)
+        sigma = torch.vdot(u, torch.mv(w, v)) + 1e-6
         return weight / sigma.clamp(min=1.0)
 
 
