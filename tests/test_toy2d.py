@@ -13,6 +13,7 @@ from ebm_repro.config import PARAMS_PATH, ConfigError, load_params, validate_par
 from ebm_repro import losses as L
 from ebm_repro.losses import cd_loss
 from ebm_repro.sampling import make_langevin
+from ebm_repro.train import Learner
 
 # Thresholds on kl_samples = KL(true || histogram of 2000 test-time samples) in nats on 16x16 cells, measured at
 # the size below (600 iterations) for training seeds 0, 1, 2 (the test runs seed 0):
@@ -73,6 +74,23 @@ def test_temperature_is_the_one_the_sampler_targets(cfg):
 def test_toy_energy_runs_the_projects_mlp2d(cfg):
     model = T.ToyEnergy(cfg.model, cfg.recipes.igebm_cd)
     assert model.net.cfg.arch == "mlp2d" and model(torch.rand(5, 2)).shape == (5,)
+
+
+def test_toy_steps_are_the_trainers_on_plain_points(cfg):
+    # The image-only switches are off for points: the positives reach the energy exactly as the density drew
+    # them (no dequantisation noise) and the chains start from the buffer's draw (no augmentation).
+    learner = T.toy_learner("gauss8", cfg.recipes.icd_kl, cfg)
+    assert isinstance(learner, Learner)
+    g = torch.Generator().set_state(learner.positives.g.get_state())
+    points = T.sample_density("gauss8", cfg.train.batch_size, cfg.density, g)               # (B, 2)
+    seen, starts = [], {}
+    learner.model.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    draw, sample = learner.buffer.sample, learner.sample
+    learner.buffer.sample = lambda n: starts.setdefault("drawn", draw(n))
+    learner.sample = lambda energy, x0, **kw: (starts.setdefault("x0", x0), sample(energy, x0, **kw))[1]
+    learner.train_step()
+    assert any(x.shape == points.shape and torch.equal(x, points) for x in seen)
+    assert torch.equal(starts["x0"], starts["drawn"][0])
 
 
 # ----------------------------------------------------------------------------- learning
