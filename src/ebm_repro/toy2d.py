@@ -25,9 +25,9 @@ from ebm_repro.buffer import ReplayBuffer, from_uint8
 from ebm_repro.config import ConfigError, ModelConfig
 from ebm_repro.models import make_model
 from ebm_repro.sampling import make_langevin
-from ebm_repro.train import Learner, PointPositives
 from ebm_repro.toy2d_config import (DENSITIES, RECIPES, DensityConfig, Toy2DConfig, ToyModelConfig,
                                     ToyRecipeConfig, temperature, toy2d_config)
+from ebm_repro.train import Learner, PointPositives
 
 MMD_BANDWIDTHS = (0.02, 0.05, 0.15)  # Gaussian kernels: mode width, mode spacing, layout scale
 
