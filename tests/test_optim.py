@@ -1,4 +1,6 @@
 """ClippedAdam equals Adam without the clip and clips outliers to 3 sqrt(v_hat) + 0.1; EMA arithmetic."""
+import math
+
 import pytest
 import torch
 
@@ -74,6 +76,54 @@ def test_tf_form_clips_the_first_step_to_0_1():
     p.grad = torch.tensor([7.0])
     opt.step()
     assert opt.state[p]["v"].item() == pytest.approx(0.001 * 0.1 ** 2)
+
+
+def clip_bound(v: float, steps_done: int, beta2: float, form: str) -> float | None:
+    """IGEBM's bound on the next gradient element: 3 sqrt(v_hat) + 0.1 (IGEBM App. 9.6 / code).
+
+    The one place that states the convention. form "tf" (custom_adam.py): v_hat = v / (1 - beta2^(steps_done+1)),
+    from the first step on (v = 0 there: bound 0.1); form "lagged": v / (1 - beta2^steps_done), no clip before
+    the first step.
+    """
+    if form == "tf":
+        return 3 * math.sqrt(v / (1 - beta2 ** (steps_done + 1))) + 0.1
+    if steps_done == 0:
+        return None
+    return 3 * math.sqrt(v / (1 - beta2 ** steps_done)) + 0.1
+
+
+def hand_adam(grads: list[float], lr: float, beta1: float, beta2: float, clip: bool, form: str = "lagged",
+              eps: float = 1e-8) -> float:
+    """One parameter from 0 after Adam (Kingma & Ba 2015, Alg. 1) on `grads`, each first clipped to +-clip_bound."""
+    p = m = v = 0.0
+    for t, g in enumerate(grads):
+        bound = clip_bound(v, t, beta2, form) if clip else None
+        if bound is not None:
+            g = max(-bound, min(bound, g))
+        m, v = beta1 * m + (1 - beta1) * g, beta2 * v + (1 - beta2) * g * g
+        p -= lr * (m / (1 - beta1 ** (t + 1))) / (math.sqrt(v / (1 - beta2 ** (t + 1))) + eps)
+    return p
+
+
+# Per element, three ordinary gradients then one more. v_hat after the three is 0.25 and 4 for the first two
+# (bounds 1.6 and 6.1; v_hat in place of its root would give 0.85 and 12.1); the last two are never clipped.
+GRADS = [[0.5, 0.5, 0.5, 10.0], [2.0, 2.0, 2.0, -20.0], [0.3, -0.2, 0.4, 0.1], [1e-3, -2e-3, 1e-3, 5e-3]]
+
+
+@pytest.mark.parametrize("form", ["tf", "lagged"])
+@pytest.mark.parametrize("std_clip", [True, False])
+def test_std_clip_matches_a_hand_computation_where_v_hat_is_not_1(std_clip, form):
+    lr, b1, b2 = 0.1, 0.5, 0.9
+    p = torch.nn.Parameter(torch.zeros(len(GRADS)))
+    opt = ClippedAdam([p], lr=lr, betas=(b1, b2), std_clip=std_clip, std_clip_form=form)
+    for step in zip(*GRADS):
+        p.grad = torch.tensor(step)
+        opt.step()
+    want = torch.tensor([hand_adam(g, lr, b1, b2, clip=std_clip, form=form) for g in GRADS])
+    assert torch.allclose(p.detach(), want, rtol=1e-5, atol=1e-7), (p.detach(), want)
+    if std_clip and form == "lagged":  # the outliers really were clipped, the ordinary gradients were not
+        plain = torch.tensor([hand_adam(g, lr, b1, b2, clip=False) for g in GRADS])
+        assert ((want - plain).abs()[:2] > 0.005).all() and torch.allclose(want[2:], plain[2:])
 
 
 def test_ema_update():

@@ -21,7 +21,12 @@ class Blur:
 
 def make_augment(cfg: AugmentConfig, image_size: int,
                  blur: Blur | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Return augment(x (B, C, H, W) in [0, 1]) -> x', each image transformed independently."""
+    """Return augment(x (B, C, H, W) in [0, 1]) -> x', each image transformed independently.
+
+    blur: the Gaussian blur of this transition; default the training one of cfg (test time passes its own).
+    """
+    if blur is None:
+        blur = Blur(cfg.blur_p, cfg.blur_kernel, cfg.blur_sigma_min, cfg.blur_sigma_max)
     s = cfg.jitter_strength
     ops = [v2.RandomResizedCrop(image_size, scale=(cfg.crop_scale_min, 1.0), antialias=True)]
     if cfg.hflip:

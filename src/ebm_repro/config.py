@@ -130,6 +130,12 @@ class AugmentConfig:
     jitter_p: float = _pos(minimum=0, maximum=1)
     grayscale_p: float = _pos(minimum=0, maximum=1)
     fresh_chains: bool        # also augment chains re-initialised from noise (code: only buffer draws)
+    # Gaussian blur with probability blur_p, sigma ~ U(min, max): named in ICD §2.3; the code's CIFAR-10 training
+    # transform has it commented out (utils.py l.217-218), its other datasets use GaussianBlur(kernel_size=5)
+    blur_p: float = _pos(minimum=0, maximum=1)
+    blur_kernel: int = _pos(minimum=1)
+    blur_sigma_min: float = _pos()
+    blur_sigma_max: float = _pos()
 
 
 @dataclass(frozen=True)

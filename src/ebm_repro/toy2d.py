@@ -1,9 +1,9 @@
-"""2-D toy check that every training recipe learns: densities, training loop, distances, figure, CLI.
+"""2-D toy check that every training recipe learns: densities, training runs, distances, figure, CLI.
 
-Each recipe trains the project's own pieces (make_model 'mlp2d', make_langevin, the Trainer's training_loss,
-make_optimizer, EMA and the uint8 ReplayBuffer) on points in [0, 1]^2, composed as Trainer.train_step composes
-them for images: IGEBM Alg. 1 with a replay buffer (re-init share from U(0, 1)), ICD Eq. 4 + Eqs. 6-7.
-Nothing image-specific is used: no dequantisation, no augmentation (ICD's transitions act on images).
+Each recipe trains with the image Trainer's own step (train.Learner: make_langevin, the uint8 ReplayBuffer with
+its re-init share from U(0, 1), training_loss, make_optimizer, EMA) on an mlp2d energy and points in [0, 1]^2:
+IGEBM Alg. 1, ICD Eq. 4 + Eqs. 6-7. The image-only switches stay off: no dequantisation (the positives are
+points), no augmentation (ICD's transitions act on images).
 
     python -m ebm_repro.toy2d --setting smoke --out-png results/figures/toy2d.png --out-json results/toy2d/metrics.json
 """
@@ -23,12 +23,11 @@ import torch
 
 from ebm_repro.buffer import ReplayBuffer, from_uint8
 from ebm_repro.config import ConfigError, ModelConfig
-from ebm_repro.losses import training_loss
 from ebm_repro.models import make_model
-from ebm_repro.optim import EMA, make_optimizer
 from ebm_repro.sampling import make_langevin
 from ebm_repro.toy2d_config import (DENSITIES, RECIPES, DensityConfig, Toy2DConfig, ToyModelConfig,
                                     ToyRecipeConfig, temperature, toy2d_config)
+from ebm_repro.train import Learner, PointPositives
 
 MMD_BANDWIDTHS = (0.02, 0.05, 0.15)  # Gaussian kernels: mode width, mode spacing, layout scale
 
@@ -143,40 +142,28 @@ class ToyRun:
 Probe = Callable[[torch.nn.Module, ReplayBuffer], dict]
 
 
+def toy_learner(density: str, r: ToyRecipeConfig, cfg: Toy2DConfig) -> Learner:
+    """The image Trainer's step (train.Learner) for one recipe on one density's points, seeded by train.seed."""
+    tc = cfg.train
+    torch.manual_seed(tc.seed)
+    positives = PointPositives(lambda n, g: sample_density(density, n, cfg.density, g), 2,
+                               torch.Generator().manual_seed(tc.seed))
+    return Learner(ToyEnergy(cfg.model, r).train(), positives, r, tc.batch_size, tc.seed)
+
+
 def train_toy(density: str, r: ToyRecipeConfig, cfg: Toy2DConfig, probe: Probe | None = None) -> ToyRun:
-    """Train one recipe on one density: the step of Trainer.train_step, with points instead of images.
+    """Train one recipe on one density for train.n_iters steps of Learner.train_step.
 
     Every train.log_every steps the log gets the mean energies, the loss and probe(model, buffer).
     """
-    tc, B = cfg.train, cfg.train.batch_size
-    torch.manual_seed(tc.seed)
-    g = torch.Generator().manual_seed(tc.seed)
-    model = ToyEnergy(cfg.model, r).train()
-    opt = make_optimizer(r.optim, model.parameters())
-    ema = EMA(model, r.optim.ema_decay) if r.optim.ema_decay > 0 else None
-    buffer = ReplayBuffer(r.buffer, (2,), torch.Generator().manual_seed(tc.seed + 1))
-    sample = make_langevin(r.sampler)
-    kl_chains = r.loss.kl_opt_chains if r.loss.kl_opt_coeff > 0 or r.loss.kl_ent_coeff > 0 else 0
+    tc, learner = cfg.train, toy_learner(density, r, cfg)
     log, t0 = [], time.perf_counter()
     for it in range(1, tc.n_iters + 1):
-        x_pos = sample_density(density, B, cfg.density, g)                           # (B, 2)
-        x0, _ = buffer.sample(B)                                                     # (B, 2): past chains + re-inits
-        res = sample(model, x0, kl_chains=kl_chains, kl_all_steps=r.loss.kl_all_steps)
-        e_pos, e_neg = model(x_pos), model(res.x)                                    # (B,), (B,)
-        bank = (lambda: buffer.recent(r.loss.ent_n_neighbours)) if len(buffer) > r.loss.ent_min_buffer else None
-        loss = training_loss(r.loss, model, model, e_pos, e_neg, res.x_kl, bank).total  # the Trainer's objective
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if r.optim.grad_norm_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), r.optim.grad_norm_clip)
-        opt.step()
-        if ema:
-            ema.update(model)
-        buffer.push(res.x)
+        row = learner.train_step()
         if it % tc.log_every == 0 or it == tc.n_iters:
-            log.append({"step": it, "e_pos": float(e_pos.detach().mean()), "e_neg": float(e_neg.detach().mean()),
-                        "loss": float(loss.detach()), **(probe(ema.model if ema else model, buffer) if probe else {})})
-    return ToyRun((ema.model if ema else model).eval(), buffer, r, time.perf_counter() - t0, log)
+            log.append({"step": it, **{k: row[k] for k in ("e_pos", "e_neg", "loss")},
+                        **(probe(learner.eval_model, learner.buffer) if probe else {})})
+    return ToyRun(learner.eval_model.eval(), learner.buffer, r, time.perf_counter() - t0, log)
 
 
 @torch.no_grad()
