@@ -11,7 +11,8 @@ min_version("9.0")
 configfile: "params.yaml"
 
 sys.path.insert(0, "src")  # the package also works uninstalled
-from ebm_repro.config import ConfigError, validate_params  # noqa: E402
+from ebm_repro.config import ConfigError  # noqa: E402
+from ebm_repro.params import validate_params  # noqa: E402
 
 try:
     validate_params(config)
@@ -28,10 +29,14 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
+# one rule file per experiment (src/ebm_repro/experiments/)
 include: "workflow/rules/authors.smk"
-include: "workflow/rules/report.smk"
-include: "workflow/rules/particle.smk"
+include: "workflow/rules/inception.smk"
 include: "workflow/rules/ablation.smk"
+include: "workflow/rules/stability.smk"
+include: "workflow/rules/kl_grad.smk"
+include: "workflow/rules/truncation.smk"
+include: "workflow/rules/particle.smk"
 include: "workflow/rules/toy2d.smk"
 
 
@@ -41,4 +46,7 @@ rule all:
         INCEPTION_TARGETS,
         PARTICLE_TARGETS,
         ABLATION_TARGETS,
+        STABILITY_TARGETS,
+        KL_GRAD_TARGETS,
+        TRUNCATION_TARGETS,
         TOY2D_TARGETS,

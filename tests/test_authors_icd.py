@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from ebm_repro.authors import AuthorsCheckpointError, import_checkpoint
-from ebm_repro.config import RunConfig, load_params, resolve
+from ebm_repro.config import RunConfig, resolve
 from ebm_repro.generate import load_models
+from ebm_repro.params import load_params
 
 torch.set_num_threads(1)
 

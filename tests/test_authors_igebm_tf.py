@@ -18,10 +18,11 @@ tf = pytest.importorskip("tensorflow")
 
 from ebm_repro import checkpoint as ck  # noqa: E402
 from ebm_repro.authors import AuthorsCheckpointError, import_checkpoint  # noqa: E402
-from ebm_repro.config import RunConfig, load_params, resolve  # noqa: E402
+from ebm_repro.config import RunConfig, resolve  # noqa: E402
 from ebm_repro.generate import load_models  # noqa: E402
 from ebm_repro.models import make_model  # noqa: E402
 from ebm_repro.models.igebm import COND_BLOCKS, LARGE_BLOCKS  # noqa: E402
+from ebm_repro.params import load_params
 
 torch.set_num_threads(1)
 S = "context_0/"

@@ -6,11 +6,12 @@ import json
 import pytest
 
 from ebm_repro import config as C
+from ebm_repro.params import SCHEMA_PATH, load_params, params_schema, validate_params
 
 
 @pytest.fixture(scope="module")
 def params():
-    return C.load_params()
+    return load_params()
 
 
 def test_repository_params_are_valid_and_resolve(params):
@@ -37,8 +38,8 @@ def test_smoke_overrides_shrink_but_keep_the_algorithm(params):
 
 
 def test_schema_file_is_generated_from_the_dataclasses():
-    assert json.loads(C.SCHEMA_PATH.read_text()) == json.loads(json.dumps(C.params_schema())), \
-        "run python -m ebm_repro.config to regenerate workflow/schemas/params.schema.json"
+    assert json.loads(SCHEMA_PATH.read_text()) == json.loads(json.dumps(params_schema())), \
+        "run python -m ebm_repro.params to regenerate workflow/schemas/params.schema.json"
 
 
 @pytest.mark.parametrize("mutate, key", [
@@ -48,8 +49,8 @@ def test_schema_file_is_generated_from_the_dataclasses():
     (lambda p: p["recipes"]["icd"]["buffer"].update(reinit_frac=-0.1), "recipes.icd.buffer.reinit_frac"),
     (lambda p: p.update(setting="laptop"), "setting"),
     (lambda p: p["variants"]["icd"].update(recipe="nope"), "variants.icd.recipe"),
-    (lambda p: p["inception_rows"][0].update(mode="conditional"), "inception_rows.0.mode"),
-    (lambda p: p["inception_rows"][-1].update(mode="ensemble"), "mode 'ensemble' needs train.n_snapshots >= 2"),
+    (lambda p: p["inception"]["rows"][0].update(mode="conditional"), "inception.rows.0.mode"),
+    (lambda p: p["inception"]["rows"][-1].update(mode="ensemble"), "mode 'ensemble' needs train.n_snapshots >= 2"),
     (lambda p: p["recipes"]["icd"]["test_sampling"].update(draw_size=2000), "draw_size (2000) > n_chains"),
     (lambda p: p["recipes"]["icd"]["test_sampling"].update(draw_size=10), "filling the buffer takes 100 iterations"),
     (lambda p: p["recipes"]["icd"]["test_sampling"].update(final_sweep_parts=3), "final_sweep_parts (3) must divide"),
@@ -61,7 +62,7 @@ def test_bad_values_are_refused_naming_the_key(params, mutate, key):
     p = copy.deepcopy(params)
     mutate(p)
     with pytest.raises(C.ConfigError, match=re.escape(key)):
-        C.validate_params(p)
+        validate_params(p)
 
 
 def test_training_hash_ignores_test_sampling_but_not_training(params):

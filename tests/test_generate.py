@@ -11,6 +11,7 @@ from ebm_repro import checkpoint as ck
 from ebm_repro import config as C
 from ebm_repro import generate as G
 from ebm_repro.models import make_model
+from ebm_repro.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 20  # the counting refine adds this per refinement, like steps_per_iter Langevin steps
@@ -18,7 +19,7 @@ STEPS = 20  # the counting refine adds this per refinement, like steps_per_iter 
 
 def ts_cfg(**kw) -> C.TestSamplingConfig:
     """The ICD code's protocol (params.yaml recipes.icd.test_sampling) with `kw` replaced."""
-    base = C.resolve(C.load_params(ROOT / "params.yaml"), "icd", setting="paper").hp.test_sampling
+    base = C.resolve(load_params(ROOT / "params.yaml"), "icd", setting="paper").hp.test_sampling
     return dataclasses.replace(base, **kw)
 
 
@@ -143,7 +144,7 @@ def test_augmentation_of_draws_follows_the_switch_and_blurs():
     assert not seen
     # the blur of the transition: p = 1 smooths a checkerboard, p = 0 leaves it
     from ebm_repro.augment import Blur, make_augment
-    acfg = C.resolve(C.load_params(ROOT / "params.yaml"), "icd", setting="paper").hp.augment
+    acfg = C.resolve(load_params(ROOT / "params.yaml"), "icd", setting="paper").hp.augment
     plain = dataclasses.replace(acfg, crop_scale_min=1.0, hflip=False, jitter_p=0.0, grayscale_p=0.0)
     board = ((torch.arange(16)[:, None] + torch.arange(16)[None]) % 2).float().expand(1, 3, 16, 16).contiguous()
     torch.manual_seed(0)
@@ -154,7 +155,7 @@ def test_augmentation_of_draws_follows_the_switch_and_blurs():
 
 
 def _tiny_checkpoint(tmp_path: Path, n_snapshots: int) -> tuple[C.RunConfig, Path]:
-    p = C.load_params(ROOT / "params.yaml")
+    p = load_params(ROOT / "params.yaml")
     p["settings"]["smoke"]["overrides"]["model"] = {"width": 4}
     cfg = C.resolve(p, "igebm_cond", setting="smoke")
     cfg = dataclasses.replace(cfg, hp=dataclasses.replace(cfg.hp, test_sampling=dataclasses.replace(

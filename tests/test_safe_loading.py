@@ -19,7 +19,7 @@ from ebm_repro import checkpoint as ck
 from ebm_repro import cli
 from ebm_repro.data import DATASETS, DatasetError, prepare_dataset, safe_extract
 from ebm_repro.feature_net import load_feature_classifier
-from ebm_repro.particle import cli as particle_cli
+from ebm_repro.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +78,7 @@ def _cli_metrics(path: Path, tmp_path: Path) -> str:
 
 def _particle_evaluate(path: Path, tmp_path: Path) -> str:
     with pytest.raises(SystemExit) as e:
-        particle_cli.main(["evaluate", "--setting", "smoke", "--params", str(ROOT / "params.yaml"),
+        cli_main(["particle-evaluate", "--setting", "smoke", "--params", str(ROOT / "params.yaml"),
                            "--model", "feedforward", "--data", str(tmp_path / "nodata.npz"),
                            "--out", str(tmp_path / "r.npz"), "--ckpts", str(path)])
     return str(e.value.code)

@@ -17,6 +17,7 @@ from ebm_repro.models import make_model
 from ebm_repro.optim import EMA, make_optimizer
 from ebm_repro.sampling import make_langevin
 from ebm_repro.train import Trainer
+from ebm_repro.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +32,7 @@ def data_dir(tmp_path_factory) -> Path:
 def tiny_config(variant: str = "icd", optim: dict | None = None, augment: dict | None = None,
                 buffer: dict | None = None, **loss) -> C.RunConfig:
     """A variant's recipe at width 8, 2 Langevin steps, batch 8 and a 16-row buffer, smoke setting."""
-    p = C.load_params(ROOT / "params.yaml")
+    p = load_params(ROOT / "params.yaml")
     p["settings"]["smoke"]["overrides"] = {
         "model": {"width": 8}, "sampler": {"n_steps": 2}, "buffer": {"size": 16, **(buffer or {})},
         "loss": {"kl_opt_chains": 4, "ent_min_buffer": 4, "ent_n_neighbours": 4, **loss},
@@ -348,10 +349,10 @@ def test_a_diverged_run_keeps_the_best_training_time_is_weights(tmp_path, data_d
 
 def test_training_augmentation_blurs_with_the_configured_probability():
     # preset paper_text (ICD §2.3 names Gaussian blur) sets augment.blur_p; the code's CIFAR-10 transform has none
-    acfg = C.resolve(C.load_params(ROOT / "params.yaml"), "icd", setting="paper").hp.augment
+    acfg = C.resolve(load_params(ROOT / "params.yaml"), "icd", setting="paper").hp.augment
     plain = C.dataclasses.replace(acfg, crop_scale_min=1.0, hflip=False, jitter_p=0.0, grayscale_p=0.0)
     board = ((torch.arange(16)[:, None] + torch.arange(16)[None]) % 2).float().expand(2, 3, 16, 16).contiguous()
     assert torch.allclose(make_augment(plain, 16)(board), board, atol=1e-6)              # code: blur_p 0
     blurred = make_augment(C.dataclasses.replace(plain, blur_p=1.0, blur_sigma_min=1.0), 16)(board)
     assert blurred[..., 4:12, 4:12].std() < 0.1 * board.std()
-    assert C.resolve(C.load_params(ROOT / "params.yaml"), "icd", setting="paper", preset="paper_text").hp.augment.blur_p == 0.5
+    assert C.resolve(load_params(ROOT / "params.yaml"), "icd", setting="paper", preset="paper_text").hp.augment.blur_p == 0.5

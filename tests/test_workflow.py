@@ -113,7 +113,7 @@ def test_smoke_workflow_end_to_end(tmp_path):
         cwd=repo, timeout=1500)
     table = (repo / "smoke/results/tables/inception.md").read_text()
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    for row in params["inception_rows"]:
+    for row in params["inception"]["rows"]:
         line = next(l for l in table.splitlines() if l.startswith(f"| {row['row']} "))
         cells = [c.strip() for c in line.strip("|").split("|")]
         is_mean, is_std = map(float, cells[1].split("±"))

@@ -1,4 +1,7 @@
-"""Command-line entry points; Snakemake rules and DVC stages call exactly these (`python -m ebm_repro.cli`)."""
+"""`python -m ebm_repro <verb>`: the algorithm's verbs here, each experiment's from its module (experiments/).
+
+Snakemake rules and DVC stages call exactly these commands.
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,24 +13,12 @@ import numpy as np
 import torch
 
 from ebm_repro import checkpoint as ck
+from ebm_repro import commands
 from ebm_repro import config as C
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--params", default="params.yaml", help="params.yaml to use (relative to the working dir)")
-    p.add_argument("--setting", choices=("paper", "smoke"), help="override params.yaml `setting`")
-    p.add_argument("--preset", choices=("code", "paper_text"), help="override params.yaml `preset`")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (Snakemake passes {threads})")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-
-
 def _params(a) -> dict:
-    params = C.load_params(a.params)
-    if a.setting:
-        params["setting"] = a.setting
-    if a.preset:
-        params["preset"] = a.preset
-    return params
+    return commands.load(a)
 
 
 def cmd_check_config(a) -> None:
@@ -144,57 +135,6 @@ def cmd_plot_samples(a) -> None:
         "preset": p["preset"], "config_hash": C.resolve(p, a.variant).hash(), "diverged": info["diverged"]})
 
 
-def cmd_metrics_baselines(a) -> None:
-    """IS/FID of real test images and of uniform noise under this setting's scoring: the scale of every row."""
-    from ebm_repro.data import load_split, reference_images
-    from ebm_repro.metrics import compute_inception_metrics
-
-    p = _params(a)
-    mc = C._build(C.MetricsConfig, p["settings"][p["setting"]]["metrics"])
-    test, _ = load_split(Path(a.data) / "test.npz")
-    ref = reference_images(Path(a.data), "train")
-    n = min(mc.n_samples, len(test))
-    noise = np.random.default_rng(0).integers(0, 256, (mc.n_samples, *test.shape[1:]), dtype=np.uint8)
-    kw = dict(n_splits=mc.n_splits, batch_size=mc.batch_size, device=str(_device(a.device)), kid=False)
-    out = {"real_test": {"what": f"the first {n} test images", **compute_inception_metrics(
-               test[:n], ref, mc.feature_net, Path(a.feature_net), **kw)},
-           "uniform_noise": {"what": f"{mc.n_samples} images of uniform noise (seed 0)", **compute_inception_metrics(
-               noise, ref, mc.feature_net, Path(a.feature_net), **kw)},
-           "fid_reference": "train", "setting": p["setting"]}
-    ck.atomic_write_text(Path(a.out), json.dumps(out, indent=1) + "\n")
-    print(json.dumps({k: {m: v[m] for m in ("IS_mean", "FID")} for k, v in out.items() if isinstance(v, dict)}))
-
-
-def cmd_table_inception(a) -> None:
-    from ebm_repro.report import authors_footer, inception_table, with_authors_rows, write_provenance
-
-    p = _params(a)
-    metrics = [json.loads(Path(m).read_text()) for m in a.metrics]
-    rows = p["inception_rows"]
-    if len(metrics) != len(rows):
-        raise SystemExit(f"got {len(metrics)} metric files for {len(rows)} inception_rows")
-    authors = [json.loads(Path(m).read_text()) for m in a.authors_metrics]
-    entries = p.get("authors_checkpoints", [])
-    all_metrics, all_rows = with_authors_rows(metrics, rows, authors, entries)
-    unfit = {}  # entries whose file the current preset's net cannot take (e.g. paper_text's Fig. 15b net)
-    for e in entries:
-        arch = C.resolve(p, e["variant"]).hp.model.arch
-        if arch not in C.AUTHORS_SOURCE_ARCHS[e["source"]]:
-            unfit[e["variant"]] = f"preset {p['preset']} builds arch {arch}, which {e['source']} files do not fill"
-    baselines = json.loads(Path(a.baselines).read_text())
-    table = inception_table(all_metrics, all_rows, baselines) + authors_footer(
-        authors, entries, p["settings"][p["setting"]]["prefix"], unfit)
-    ck.atomic_write_text(Path(a.out), table)
-    write_provenance(Path(a.out), [Path(m) for m in a.metrics + a.authors_metrics]
-                     + [Path(a.baselines), Path(a.params)],
-                     {"setting": p["setting"], "preset": p["preset"],
-                      "dataset_checksums": json.loads(Path(a.data_checksums).read_text()),
-                      "config_hashes": {m["variant"] + "/" + m["mode"]: m["config_hash"] for m in metrics},
-                      "train_steps": {m["variant"]: m["train_step"] for m in metrics},
-                      "authors_checkpoints": {m["variant"] + "/" + m["mode"]: m["imported"] for m in authors}})
-    print(f"wrote {a.out}")
-
-
 def cmd_import_checkpoint(a) -> None:
     from ebm_repro.authors import import_checkpoint
 
@@ -213,26 +153,23 @@ COMMANDS = {
     "sample": (cmd_sample, ["variant", "mode", "model", "out"]),
     "metrics": (cmd_metrics, ["variant", "mode", "samples", "data", "feature_net", "out"]),
     "plot-samples": (cmd_plot_samples, ["variant", "mode", "samples", "out"]),
-    "metrics-baselines": (cmd_metrics_baselines, ["data", "feature_net", "out"]),
-    "table-inception": (cmd_table_inception, ["data_checksums", "baselines", "out"]),
     "import-checkpoint": (cmd_import_checkpoint, ["variant", "path", "out"]),
 }
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m ebm_repro.cli", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    """Every verb: the algorithm's (COMMANDS) and each experiment's (EXPERIMENTS[name].add_commands)."""
+    from ebm_repro.experiments import EXPERIMENTS
+
+    ap = argparse.ArgumentParser(prog="python -m ebm_repro", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     for name, (fn, args) in COMMANDS.items():
         sp = sub.add_parser(name)
-        _common(sp)
+        commands.add_common(sp)
         for arg in args:
             sp.add_argument("--" + arg.replace("_", "-"), required=True)
         if name == "train":
             sp.add_argument("--feature-net", help="feature network for train.eval_every > 0")
-        if name == "table-inception":
-            sp.add_argument("--metrics", nargs="+", required=True)
-            sp.add_argument("--authors-metrics", nargs="*", default=[],
-                            help="metrics of imported authors' checkpoints (params.yaml authors_checkpoints)")
         if name == "import-checkpoint":
             from ebm_repro.authors import SOURCES
             sp.add_argument("--source", required=True, choices=sorted(SOURCES),
@@ -241,15 +178,21 @@ def main(argv: list[str] | None = None) -> None:
                             help="fully unpickle a .pth whose extra objects a weights-only load refuses "
                                  "(runs code from the file: only for files you trust)")
         sp.set_defaults(fn=fn)
-    a = ap.parse_args(argv)
+    for exp in EXPERIMENTS.values():
+        exp.add_commands(sub)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = build_parser().parse_args(argv)
     torch.set_num_threads(a.threads)
     from ebm_repro.data import DatasetError
     from ebm_repro.metrics import MetricsError
 
     try:
         a.fn(a)
-    except (C.ConfigError, ck.CheckpointError, DatasetError, MetricsError) as e:
-        # a user-fixable problem: say what and how, without a traceback
+    except (ValueError, ck.CheckpointError, DatasetError, MetricsError) as e:
+        # a user-fixable problem (ConfigError is a ValueError): say what and how, without a traceback
         sys.exit(f"error: {e}")
 
 

@@ -19,11 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PARAMS_PATH = REPO_ROOT / "params.yaml"
-SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "params.schema.json"
 
 
 class ConfigError(ValueError):
@@ -266,138 +264,35 @@ def _type_schema(tp: Any) -> dict:
     raise TypeError(tp)
 
 
+def _item_type(tp: Any) -> Any:
+    """X of a `tuple[X, ...]` field (a list in params.yaml), else None."""
+    args = typing.get_args(tp)
+    return args[0] if typing.get_origin(tp) is tuple and len(args) == 2 and args[1] is Ellipsis else None
+
+
 def dataclass_schema(cls: type, partial: bool = False) -> dict:
-    """JSON schema of a config dataclass; `partial` = every key optional (override blocks)."""
+    """JSON schema of a config dataclass; `partial` = every key optional (override blocks).
+
+    Field types: bool, int, float, str, a nested dataclass, or tuple[X, ...] of those (a non-empty list).
+    """
     hints = typing.get_type_hints(cls)
     props, required = {}, []
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
+        item = _item_type(tp)
         if dataclasses.is_dataclass(tp):
             props[f.name] = dataclass_schema(tp, partial)
+        elif item is not None:
+            one = dataclass_schema(item, partial) if dataclasses.is_dataclass(item) else _type_schema(item)
+            props[f.name] = {"type": "array", "items": one, "minItems": 1, **f.metadata.get("schema", {})}
         else:
             props[f.name] = {**_type_schema(tp), **f.metadata.get("schema", {})}
-        required.append(f.name)
+        if f.default is dataclasses.MISSING:
+            required.append(f.name)
     s = {"type": "object", "additionalProperties": False, "properties": props}
     if not partial:
         s["required"] = required
     return s
-
-
-def ablation_schema() -> dict:
-    """Schema of params.yaml's `ablation:` block: which variants feed E3, E4, E14, E15 (ICD Tab. 2, Fig. 8, 13, D.1)."""
-    variant = {"type": "string"}
-    rows = lambda props: {"type": "array", "minItems": 1, "items": {  # noqa: E731
-        "type": "object", "additionalProperties": False, "required": sorted(props), "properties": props}}
-    return {
-        "type": "object", "additionalProperties": False,
-        "required": ["stability", "ablation_rows", "stability_curves", "kl_grad_variant", "timing_steps",
-                     "truncation_rows"],
-        "properties": {
-            "stability": {"type": "object", "additionalProperties": False, "required": ["gap_bound", "late_frac"],
-                          "properties": {"gap_bound": {"type": "number", "exclusiveMinimum": 0},
-                                         "late_frac": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}}},
-            "ablation_rows": rows({"variant": variant, "paper_row": {"type": "integer", "minimum": 0}}),
-            "stability_curves": rows({"variant": variant, "label": {"type": "string"}}),
-            "kl_grad_variant": variant,
-            "timing_steps": {"type": "object", "additionalProperties": False, "required": ["paper", "smoke"],
-                             "properties": {s: {"type": "integer", "minimum": 1} for s in ("paper", "smoke")}},
-            "truncation_rows": rows({"variant": variant, "label": {"type": "string"},
-                                     "paper": {"enum": ["last_step_only", "all_steps"]}}),
-        },
-    }
-
-
-# Which of our archs each authors' checkpoint format can fill (src/ebm_repro/authors/).
-AUTHORS_SOURCE_ARCHS = {"igebm_tf": ("igebm_resnet32_large", "igebm_resnet32"),
-                        "icd_pth": ("icd_resnet", "icd_celeba")}
-
-
-def authors_schema() -> dict:
-    """Schema of `authors_checkpoints:`: the authors' released files, scored beside our trained rows."""
-    text = {"type": "string", "minLength": 1}
-    return {"type": "array", "items": {
-        "type": "object", "additionalProperties": False,
-        "required": ["variant", "mode", "source", "path", "beside", "description"],
-        "properties": {
-            "variant": text,                                    # our variant whose net and sampling they use
-            "mode": {"enum": ["single"]},         # one checkpoint: no historical ensemble
-            "source": {"enum": sorted(AUTHORS_SOURCE_ARCHS)},
-            # relative to the setting's prefix; no spaces or '..' (it lands in a shell command)
-            "path": {"type": "string", "pattern": r"^data/authors/(?!.*\.\.)[A-Za-z0-9_./-]+$"},
-            "beside": text,                                     # the inception_rows row it stands beside
-            "description": text,                                # what the file is and where it comes from
-            "trust_pickle": {"type": "boolean"},                # icd_pth: full unpickle (runs the file's code)
-        },
-    }}
-
-
-def params_schema() -> dict:
-    """JSON schema of params.yaml, generated from the dataclasses (written to workflow/schemas/)."""
-    recipe, override = dataclass_schema(RecipeConfig), dataclass_schema(RecipeConfig, partial=True)
-    name = {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"}
-    dataset = {"enum": sorted(DATASET_SHAPES)}
-    from ebm_repro.particle.config import particle_schema  # noqa: WPS433 (keeps modules apart)
-    from ebm_repro.toy2d_config import toy2d_schema  # noqa: WPS433
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "ebm-repro params.yaml",
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["setting", "preset", "recipes", "presets", "variants", "settings", "inception_rows"],
-        "properties": {
-            "setting": {"enum": ["paper", "smoke"]},
-            "preset": {"enum": list(PRESETS)},
-            "recipes": {"type": "object", "minProperties": 1, "additionalProperties": recipe},
-            "presets": {
-                "type": "object", "additionalProperties": False, "required": list(PRESETS),
-                "properties": {p: {"type": "object", "additionalProperties": override} for p in PRESETS},
-            },
-            "variants": {
-                "type": "object", "minProperties": 1, "propertyNames": name,
-                "additionalProperties": {
-                    "type": "object", "additionalProperties": False, "required": ["recipe", "description"],
-                    "properties": {"recipe": {"type": "string"}, "description": {"type": "string"},
-                                   "dataset": dataset,  # default: the setting's dataset
-                                   "overrides": override,
-                                   # applied after settings[s].overrides: per-experiment smoke shrinks
-                                   "setting_overrides": {"type": "object", "additionalProperties": False,
-                                                         "properties": {"paper": override, "smoke": override}}},
-                },
-            },
-            "settings": {
-                "type": "object", "additionalProperties": False, "required": ["paper", "smoke"],
-                "properties": {s: {
-                    "type": "object", "additionalProperties": False,
-                    "required": ["prefix", "dataset", "metrics", "overrides"],
-                    "properties": {
-                        "prefix": {"type": "string"},
-                        "dataset": dataset,
-                        # datasets a variant names, replaced in this setting (smoke: generated stand-ins)
-                        "stand_ins": {"type": "object", "propertyNames": dataset, "additionalProperties": dataset},
-                        "threads": {"type": "integer", "minimum": 1},
-                        "metrics": dataclass_schema(MetricsConfig),
-                        "overrides": override,
-                    },
-                } for s in ("paper", "smoke")},
-            },
-            "inception_rows": {
-                "type": "array", "minItems": 1,
-                "items": {
-                    "type": "object", "additionalProperties": False,
-                    "required": ["row", "variant", "mode", "paper"],
-                    "properties": {
-                        "row": {"type": "string"}, "variant": {"type": "string"},
-                        "mode": {"enum": ["single", "ensemble"]},
-                        "paper": {"type": "array", "items": {"type": "string"}},
-                    },
-                },
-            },
-            "particle": particle_schema(),
-            "toy2d": toy2d_schema(),
-            "ablation": ablation_schema(),
-            "authors_checkpoints": authors_schema(),
-        },
-    }
 
 
 # ----------------------------------------------------------------------------- loading
@@ -415,89 +310,22 @@ def build_setting_block(cls: type, params: dict, key: str, setting: str) -> Any:
     if key not in params:
         raise ConfigError(f"params.yaml has no `{key}:` block")
     block = params[key]
-    return _build(cls, block["paper"] if setting == "paper" else _deep_merge(block["paper"], block.get("smoke")))
+    return from_dict(cls, block["paper"] if setting == "paper" else _deep_merge(block["paper"], block.get("smoke")))
 
 
-def _build(cls: type, d: dict) -> Any:
+def _value(tp: Any, v: Any) -> Any:
+    item = _item_type(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, v)
+    if item is not None:
+        return tuple(_value(item, x) for x in v)
+    return float(v) if tp is float else v
+
+
+def from_dict(cls: type, d: dict) -> Any:
+    """A frozen config dataclass from its (validated) params.yaml mapping; absent optional keys keep defaults."""
     hints = typing.get_type_hints(cls)
-    kw = {}
-    for f in dataclasses.fields(cls):
-        v = d[f.name]
-        tp = hints[f.name]
-        kw[f.name] = _build(tp, v) if dataclasses.is_dataclass(tp) else (float(v) if tp is float else v)
-    return cls(**kw)
-
-
-def _error_path(err: Any) -> str:
-    return ".".join(str(p) for p in err.absolute_path) or "<top level>"
-
-
-def validate_params(params: dict) -> None:
-    """Validate raw params.yaml against the schema and cross-key rules; raise ConfigError naming the key."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(params_schema())
-    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = [f"  - {_error_path(e)}: {e.message}" for e in errors[:10]]
-        raise ConfigError("params.yaml is invalid (fix these keys):\n" + "\n".join(lines))
-    for name, v in params["variants"].items():
-        if v["recipe"] not in params["recipes"]:
-            raise ConfigError(f"variants.{name}.recipe: unknown recipe {v['recipe']!r}; "
-                              f"choose one of {sorted(params['recipes'])}")
-    for r in params["presets"].values():
-        for recipe in r:
-            if recipe not in params["recipes"]:
-                raise ConfigError(f"presets: unknown recipe {recipe!r}; choose one of {sorted(params['recipes'])}")
-    for i, row in enumerate(params["inception_rows"]):
-        if row["variant"] not in params["variants"]:
-            raise ConfigError(f"inception_rows[{i}].variant: unknown variant {row['variant']!r}")
-    _check_ablation_variants(params)
-    # Resolve every variant in both settings so impossible combinations fail before any job runs.
-    for setting in ("paper", "smoke"):
-        for variant in params["variants"]:
-            cfg = resolve(params, variant, setting=setting, validated=True)
-            check_run_config(cfg)
-        for i, row in enumerate(params["inception_rows"]):
-            cfg = resolve(params, row["variant"], setting=setting, validated=True)
-            if row["mode"] == "ensemble" and cfg.hp.train.n_snapshots < 2:
-                raise ConfigError(f"inception_rows[{i}]: mode 'ensemble' needs train.n_snapshots >= 2 "
-                                  f"for variant {row['variant']!r}")
-    _check_authors_checkpoints(params)
-
-
-def _check_ablation_variants(params: dict) -> None:
-    """Every variant the `ablation:` block names exists (a typo would otherwise surface as a missing file)."""
-    a = params.get("ablation")
-    if not a:
-        return
-    named = [(f"ablation.{k}[{i}].variant", r["variant"])
-             for k in ("ablation_rows", "stability_curves", "truncation_rows") for i, r in enumerate(a[k])]
-    for key, v in named + [("ablation.kl_grad_variant", a["kl_grad_variant"])]:
-        if v not in params["variants"]:
-            raise ConfigError(f"{key}: unknown variant {v!r}; choose one of {sorted(params['variants'])}")
-
-
-def _check_authors_checkpoints(params: dict) -> None:
-    """Each authors' entry names a variant (once), stands beside a row of that variant and mode, fits its arch."""
-    seen: set[str] = set()
-    for i, e in enumerate(params.get("authors_checkpoints", [])):
-        where = f"authors_checkpoints[{i}]"
-        if e["variant"] not in params["variants"]:
-            raise ConfigError(f"{where}.variant: unknown variant {e['variant']!r}; choose one of "
-                              f"{sorted(params['variants'])}")
-        if e["variant"] in seen:  # its results live in results/*/authors_<variant>/
-            raise ConfigError(f"{where}.variant: a second entry for {e['variant']!r}; keep one per variant")
-        seen.add(e["variant"])
-        rows = [r for r in params["inception_rows"] if r["row"] == e["beside"]]
-        if not rows or (rows[0]["variant"], rows[0]["mode"]) != (e["variant"], e["mode"]):
-            raise ConfigError(f"{where}.beside: {e['beside']!r} is not an inception_rows row of variant "
-                              f"{e['variant']!r}, mode {e['mode']!r}")
-        arch = resolve(params, e["variant"], setting="paper", preset="code", validated=True).hp.model.arch
-        if arch not in AUTHORS_SOURCE_ARCHS[e["source"]]:
-            raise ConfigError(f"{where}.source: {e['source']!r} checkpoints fill arch "
-                              f"{' / '.join(AUTHORS_SOURCE_ARCHS[e['source']])}, variant {e['variant']!r} "
-                              f"builds {arch!r} (preset code)")
+    return cls(**{f.name: _value(hints[f.name], d[f.name]) for f in dataclasses.fields(cls) if f.name in d})
 
 
 def check_run_config(cfg: RunConfig) -> None:
@@ -547,25 +375,98 @@ def check_run_config(cfg: RunConfig) -> None:
                           f"the historical ensemble would not have its snapshots")
 
 
-def load_params(path: str | Path = PARAMS_PATH) -> dict:
-    """Read and validate params.yaml (default: the repository's)."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path} not found; run from the repository root or pass --params")
-    try:
-        params = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from e
-    if not isinstance(params, dict):
-        raise ConfigError(f"{path} must hold a mapping at top level")
-    validate_params(params)
-    return params
+@dataclass(frozen=True)
+class StabilityRule:
+    """When a training run counts as stable (ICD §3.1 / Fig. 8): read by every table and figure that judges runs."""
+    gap_bound: float = _pos()              # |E(x+) - E(x-)| at most this ...
+    late_frac: float = _pos(maximum=1)     # ... at every logged step of the last late_frac of training
+
+
+def core_schema() -> dict:
+    """JSON schema of the algorithm's part of params.yaml (recipes, presets, variants, settings, stability_rule).
+
+    params.py adds each experiment's block to it (this module knows no experiment).
+    """
+    recipe, override = dataclass_schema(RecipeConfig), dataclass_schema(RecipeConfig, partial=True)
+    name = {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"}
+    dataset = {"enum": sorted(DATASET_SHAPES)}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "ebm-repro params.yaml",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["setting", "preset", "recipes", "presets", "variants", "settings", "stability_rule"],
+        "properties": {
+            "setting": {"enum": ["paper", "smoke"]},
+            "preset": {"enum": list(PRESETS)},
+            "recipes": {"type": "object", "minProperties": 1, "additionalProperties": recipe},
+            "presets": {
+                "type": "object", "additionalProperties": False, "required": list(PRESETS),
+                "properties": {p: {"type": "object", "additionalProperties": override} for p in PRESETS},
+            },
+            "variants": {
+                "type": "object", "minProperties": 1, "propertyNames": name,
+                "additionalProperties": {
+                    "type": "object", "additionalProperties": False, "required": ["recipe", "description"],
+                    "properties": {"recipe": {"type": "string"}, "description": {"type": "string"},
+                                   "dataset": dataset,  # default: the setting's dataset
+                                   "overrides": override,
+                                   # applied after settings[s].overrides: per-experiment smoke shrinks
+                                   "setting_overrides": {"type": "object", "additionalProperties": False,
+                                                         "properties": {"paper": override, "smoke": override}}},
+                },
+            },
+            "settings": {
+                "type": "object", "additionalProperties": False, "required": ["paper", "smoke"],
+                "properties": {s: {
+                    "type": "object", "additionalProperties": False,
+                    "required": ["prefix", "dataset", "metrics", "overrides"],
+                    "properties": {
+                        "prefix": {"type": "string"},
+                        "dataset": dataset,
+                        # datasets a variant names, replaced in this setting (smoke: generated stand-ins)
+                        "stand_ins": {"type": "object", "propertyNames": dataset, "additionalProperties": dataset},
+                        "threads": {"type": "integer", "minimum": 1},
+                        "metrics": dataclass_schema(MetricsConfig),
+                        "overrides": override,
+                    },
+                } for s in ("paper", "smoke")},
+            },
+            "stability_rule": dataclass_schema(StabilityRule),
+        },
+    }
+
+
+def check_core(params: dict) -> None:
+    """Cross-key rules of the algorithm's part; every variant resolved in both settings (before any job runs)."""
+    for name, v in params["variants"].items():
+        if v["recipe"] not in params["recipes"]:
+            raise ConfigError(f"variants.{name}.recipe: unknown recipe {v['recipe']!r}; "
+                              f"choose one of {sorted(params['recipes'])}")
+    for r in params["presets"].values():
+        for recipe in r:
+            if recipe not in params["recipes"]:
+                raise ConfigError(f"presets: unknown recipe {recipe!r}; choose one of {sorted(params['recipes'])}")
+    for setting in ("paper", "smoke"):
+        for variant in params["variants"]:
+            check_run_config(resolve(params, variant, setting=setting, validated=True))
+
+
+def check_variant(params: dict, variant: str, key: str) -> None:
+    """A block naming a variant names one that exists (a typo would otherwise surface as a missing file)."""
+    if variant not in params["variants"]:
+        raise ConfigError(f"{key}: unknown variant {variant!r}; choose one of {sorted(params['variants'])}")
+
+
+def stability_rule(params: dict) -> StabilityRule:
+    return from_dict(StabilityRule, params["stability_rule"])
 
 
 def resolve(params: dict, variant: str, setting: str | None = None, preset: str | None = None,
             validated: bool = False) -> RunConfig:
     """Resolve one variant of params.yaml into a frozen RunConfig."""
     if not validated:
+        from ebm_repro.params import validate_params  # the whole file, experiments' blocks included
         validate_params(params)
     setting = setting or params["setting"]
     preset = preset or params["preset"]
@@ -580,14 +481,5 @@ def resolve(params: dict, variant: str, setting: str | None = None, preset: str 
     dataset = v.get("dataset", s["dataset"])
     dataset = s.get("stand_ins", {}).get(dataset, dataset)
     return RunConfig(setting=setting, preset=preset, variant=variant, recipe=v["recipe"],
-                     dataset=dataset, prefix=s["prefix"], hp=_build(RecipeConfig, d),
-                     metrics=_build(MetricsConfig, s["metrics"]))
-
-
-def write_schema(path: Path = SCHEMA_PATH) -> None:
-    path.write_text(json.dumps(params_schema(), indent=1) + "\n")
-
-
-if __name__ == "__main__":
-    write_schema()
-    print(f"wrote {SCHEMA_PATH}")
+                     dataset=dataset, prefix=s["prefix"], hp=from_dict(RecipeConfig, d),
+                     metrics=from_dict(MetricsConfig, s["metrics"]))

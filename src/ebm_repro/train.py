@@ -11,7 +11,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 import torch
 import yaml
@@ -19,15 +19,20 @@ import yaml
 from ebm_repro import checkpoint as ck
 from ebm_repro.augment import make_augment
 from ebm_repro.buffer import ReplayBuffer
-from ebm_repro.config import RecipeConfig, RunConfig
+from ebm_repro.config import BufferConfig, LossConfig, OptimConfig, RunConfig, SamplerConfig
 from ebm_repro.data import load_split
 from ebm_repro.losses import training_loss
 from ebm_repro.models import make_model
 from ebm_repro.optim import EMA, grad_norm, make_optimizer
 from ebm_repro.sampling import make_langevin
 
-if TYPE_CHECKING:
-    from ebm_repro.toy2d_config import ToyRecipeConfig
+
+class Recipe(Protocol):
+    """What the one training step reads of a recipe (an image RecipeConfig or a 2-D toy recipe)."""
+    sampler: SamplerConfig
+    buffer: BufferConfig
+    loss: LossConfig
+    optim: OptimConfig
 
 
 class TrainingDiverged(RuntimeError):
@@ -88,7 +93,7 @@ class Learner:
     buffer's generator gets `seed + 1`.
     """
 
-    def __init__(self, model: torch.nn.Module, positives: Positives, recipe: RecipeConfig | ToyRecipeConfig,
+    def __init__(self, model: torch.nn.Module, positives: Positives, recipe: Recipe,
                  batch_size: int, seed: int,
                  augment: Callable[[torch.Tensor], torch.Tensor] | None = None, augment_fresh: bool = True,
                  per_scale: bool = False, device: torch.device = torch.device("cpu")):

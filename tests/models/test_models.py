@@ -7,11 +7,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from ebm_repro.config import ModelConfig, load_params, resolve
+from ebm_repro.config import ModelConfig, resolve
 from ebm_repro.models import ARCHS, count_params, make_model
 from ebm_repro.models.icd import ICDResNet
 from ebm_repro.models.igebm import IGEBMResNet
 from ebm_repro.models.layers import SpectralNormAtMostOne, has_spectral_norm
+from ebm_repro.params import load_params
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-# The authors' released checkpoints, evaluated like our trained models (params.yaml `authors_checkpoints`).
+# The authors' released checkpoints, evaluated like our trained models (params.yaml `inception.authors_checkpoints`).
 # An entry whose file exists when Snakemake builds the DAG is imported into results/train/authors_<variant>/
 # and sampled, scored and plotted by the same commands as our rows (rules sample_model, compute_metrics,
 # plot_samples); the inception table then gets an "authors' checkpoint" row beside the entry's `beside` row.
@@ -6,9 +6,9 @@
 # without these jobs (workflow/scripts/dvc_from_snakemake.py): they are Snakemake-only.
 import glob
 
-from ebm_repro.config import AUTHORS_SOURCE_ARCHS
+from ebm_repro.experiments.inception import AUTHORS_SOURCE_ARCHS
 
-AUTHORS = PARAMS.get("authors_checkpoints", [])
+AUTHORS = PARAMS["inception"].get("authors_checkpoints", [])
 AUTHORS_BY_VARIANT = {e["variant"]: e for e in AUTHORS}  # config.py: at most one entry per variant
 
 

@@ -12,8 +12,8 @@ FEATURE_NET = (f"{PREFIX}data/feature_net/pt_inception-2015-12-05-6726825d.pth"
                if S["metrics"]["feature_net"] == "inception"
                else f"{PREFIX}data/feature_net/smoke_classifier.pt")
 VARIANTS = sorted(PARAMS["variants"])
-ROWS = PARAMS["inception_rows"]
-CLI = f"{PY} -m ebm_repro.cli"
+ROWS = PARAMS["inception"]["rows"]
+CLI = f"{PY} -m ebm_repro"  # every verb, the algorithm's and the experiments' (src/ebm_repro/cli.py)
 ARGS = f"--setting {SETTING}"  # every command resolves the same params.yaml under the same setting
 
 
@@ -51,3 +51,19 @@ def sampling_hash(wildcards):
 def eval_every(wildcards):
     """Periodic buffer IS/FID during training (stability curves) needs the feature network as input."""
     return run_config(wildcards.variant).hp.train.eval_every
+
+
+TRAIN_DIR = f"{PREFIX}results/train"
+
+
+def train_files(variants):
+    """What the run-comparing commands read from each training folder."""
+    return [f"{TRAIN_DIR}/{v}/{n}" for v in variants for n in ("train_log.csv", "train_summary.json", "config.yaml")]
+
+
+def train_dirs(variants):
+    return " ".join(f"{TRAIN_DIR}/{v}" for v in variants)
+
+
+def single_metrics(variants):
+    return [f"{PREFIX}results/metrics/{v}/single.json" for v in variants]

@@ -3,10 +3,10 @@
 # and PY (the Python interpreter running Snakemake).
 # The `cfg` params carry a hash of the particle sections a rule depends on, so editing them re-runs the rule.
 
-from ebm_repro.particle.config import MODELS as PARTICLE_MODELS, particle_config
+from ebm_repro.experiments.particle.config import MODELS as PARTICLE_MODELS, particle_config
 
 PARTICLE = particle_config(PARAMS, SETTING)
-PARTICLE_CLI = f"{PY} -m ebm_repro.particle.cli"  # PY: the Snakefile's interpreter (sys.executable)
+PARTICLE_CLI = f"{PY} -m ebm_repro"  # PY: the Snakefile's interpreter (sys.executable)
 PARTICLE_SEEDS = list(range(PARTICLE.train.n_seeds))
 
 PARTICLE_TARGETS = [
@@ -33,7 +33,7 @@ rule simulate_particles:
         setting=SETTING,
         cfg=PARTICLE.section_hash("physics", "data"),
     shell:
-        "{PARTICLE_CLI} simulate --setting {params.setting} --threads {threads} "
+        "{PARTICLE_CLI} particle-simulate --setting {params.setting} --threads {threads} "
         "--out {output.data} > {log} 2>&1"
 
 
@@ -53,7 +53,7 @@ rule train_particle_model:
         setting=SETTING,
         cfg=lambda wildcards: PARTICLE.train_hash(wildcards.pmodel),
     shell:
-        "{PARTICLE_CLI} train --setting {params.setting} --threads {threads} "
+        "{PARTICLE_CLI} particle-train --setting {params.setting} --threads {threads} "
         "--model {wildcards.pmodel} --seed {wildcards.pseed} --data {input.data} "
         "--out {output.ckpt} --history {output.history} > {log} 2>&1"
 
@@ -74,7 +74,7 @@ rule evaluate_particle_rollouts:
         setting=SETTING,
         cfg=lambda wildcards: PARTICLE.train_hash(wildcards.pmodel) + PARTICLE.section_hash("eval"),
     shell:
-        "{PARTICLE_CLI} evaluate --setting {params.setting} --threads {threads} "
+        "{PARTICLE_CLI} particle-evaluate --setting {params.setting} --threads {threads} "
         "--model {wildcards.pmodel} --data {input.data} --ckpts {input.ckpts} "
         "--out {output.rollouts} > {log} 2>&1"
 
@@ -98,6 +98,6 @@ rule make_particle_report:
         setting=SETTING,
         cfg=PARTICLE.section_hash("train", "eval"),  # the table footer quotes both
     shell:
-        "{PARTICLE_CLI} report --setting {params.setting} --threads {threads} "
+        "{PARTICLE_CLI} particle-report --setting {params.setting} --threads {threads} "
         "--data {input.data} --rollouts {input.rollouts} --table {output.table} --figure-png {output.png} "
         "--figure-pdf {output.pdf} --summary {output.summary} > {log} 2>&1"

@@ -34,8 +34,8 @@ def snakemake_jobs(setting: str) -> list[dict]:
             wf = api.workflow(snakefile=ROOT / "Snakefile", resource_settings=ResourceSettings(cores=64),
                               # authors' checkpoints join the Snakemake DAG only when their files are present;
                               # dvc.yaml must not depend on local downloads, so it is generated without them
-                              config_settings=ConfigSettings(config={"setting": setting,
-                                                                     "authors_checkpoints": []}),
+                              config_settings=ConfigSettings(config={
+                                  "setting": setting, "inception": {"authors_checkpoints": []}}),
                               storage_settings=StorageSettings())
             w = wf.dag(DAGSettings(forceall=True)).workflow_api._workflow
             w._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True, nolock=True)
@@ -58,15 +58,17 @@ def _params_for(job: dict, params: dict, setting: str) -> list[str]:
     if "toy2d" in rule:
         return ["toy2d"]
     if rule == "time_truncation_steps":
-        return ["ablation.truncation_rows", "ablation.timing_steps", "preset", "recipes.icd",
-                *[f"variants.{r['variant']}" for r in params["ablation"]["truncation_rows"]], f"settings.{setting}"]
-    if rule in ("make_ablation_table", "plot_stability", "plot_kl_grad", "make_truncation_table"):
-        return ["preset", "ablation", f"settings.{setting}.metrics"]
+        return ["truncation", "preset", "recipes.icd",
+                *[f"variants.{r['variant']}" for r in params["truncation"]["rows"]], f"settings.{setting}"]
+    blocks = {"make_ablation_table": ["ablation", "stability_rule"], "plot_stability": ["stability", "stability_rule"],
+              "plot_kl_grad": ["kl_grad"], "make_truncation_table": ["truncation"]}
+    if rule in blocks:  # the experiment's own block (src/ebm_repro/experiments/)
+        return ["preset", *blocks[rule], f"settings.{setting}.metrics"]
     if "variant" in wc:
         recipe = params["variants"][wc["variant"]]["recipe"]
         return ["preset", f"recipes.{recipe}", "presets", f"variants.{wc['variant']}",
                 f"settings.{setting}"]
-    return ["preset", "inception_rows", f"settings.{setting}.metrics"]
+    return ["preset", "inception", f"settings.{setting}.metrics"]
 
 
 def dvc_stages(setting: str) -> dict:
