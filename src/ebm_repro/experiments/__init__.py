@@ -4,7 +4,10 @@ EXPERIMENTS is the explicit table (no registration by import side effects): name
   BLOCK                 its params.yaml block (a frozen config dataclass / schema it owns),
   schema() -> dict      that block's JSON schema (params.py assembles the whole file's),
   check(params) -> None cross-key rules of its block (variants it names exist, ...),
-  add_commands(sub)     its verbs of `python -m ebm_repro`.
+  add_commands(sub)     its verbs of `python -m ebm_repro`,
+  claims(params, prefix) -> list[claims.Claim]   (experiments that regenerate paper numbers) the paper's
+                        claims it covers, with the values read from its outputs under {prefix}results/
+                        (audit page, experiments/audit.py; a missing output gives "not run: <reason>").
 Experiments never import each other; the algorithm (the modules above this package) imports no experiment.
 Each module imports only light modules at load time (params.yaml validation runs in every Snakemake start).
 """
