@@ -23,6 +23,7 @@ from ebm_repro import checkpoint as ck
 from ebm_repro.augment import Blur, make_augment
 from ebm_repro.config import RunConfig, SamplerConfig, TestSamplingConfig
 from ebm_repro.models import make_model
+from ebm_repro.runtime import HotPath, prepare_model, set_matmul_precision
 from ebm_repro.sampling import make_langevin
 from ebm_repro.train import pick_device
 
@@ -82,8 +83,10 @@ class ChainStore:
         pos = torch.arange(len(idx), device=idx.device)
         last = torch.full((len(self),), -1, dtype=torch.long, device=idx.device)
         last.scatter_reduce_(0, idx, pos, reduce="amax")      # (N,): position of the last write to each row
-        rows = (last >= 0).nonzero().squeeze(1)
-        self.x[rows], self.y[rows] = x[last[rows]], y[last[rows]]
+        hit, src = last >= 0, last.clamp(min=0)
+        # a select over all rows rather than indexing the hit rows: no wait for the device to count them
+        self.x = torch.where(hit.view(-1, *[1] * (x.dim() - 1)), x[src], self.x)
+        self.y = torch.where(hit, y[src], self.y)
 
 
 def _noise(n: int, shape: tuple[int, ...], n_classes: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +111,8 @@ def _perturb(ts: TestSamplingConfig, x: torch.Tensor, y: torch.Tensor, n_classes
         if ts.quantize == "code":
             # the code's transform reads each chain through PIL: np.array(im * 255, dtype=uint8), i.e. floor
             x = (x * 255).clamp(0, 255).floor() / 255
-        x = augment(x.cpu()).to(x.device)
+        # the reference transform runs on the CPU; the batched one (runtime.augment) where the chains are
+        x = augment(x) if getattr(augment, "on_device", False) else augment(x.cpu()).to(x.device)
     return x, y
 
 
@@ -171,20 +175,23 @@ def generate(cfg: RunConfig, model_path: Path, mode: str, n_samples: int, device
     """Return (images uint8 (N, H, W, C), labels int64 (N,), -1 for unconditional)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
-    dev = pick_device(device)
+    dev, rt = pick_device(device), cfg.runtime
+    set_matmul_precision(rt, dev)
     ts, m = cfg.hp.test_sampling, cfg.hp.model
-    nets = load_models(cfg, model_path, mode, dev)
+    hot = [HotPath(prepare_model(net, rt), rt, dev) for net in load_models(cfg, model_path, mode, dev)]
     langevin = make_langevin(SamplerConfig(n_steps=ts.steps_per_iter, step_size=ts.step_size,
                                            noise_std=ts.noise_std, grad_clip=ts.grad_clip, clamp=True))
 
     def refine(x: torch.Tensor, y: torch.Tensor | None, it: int) -> torch.Tensor:
-        net = nets[it % len(nets)]  # IGEBM code: model_index = curr_index % len(X_finals), round-robin per chunk
-        return langevin(lambda z: net(z, y), x).x
+        net = hot[it % len(hot)]  # IGEBM code: model_index = curr_index % len(X_finals), round-robin per chunk
+        with net.chain_scope():
+            return langevin(lambda z: net.energy(z, y), x).x
 
     augment = None
     if ts.augment_every_iter and cfg.hp.augment.enabled:
         augment = make_augment(cfg.hp.augment, m.image_size,
-                               Blur(ts.blur_p, ts.blur_kernel, ts.blur_sigma_min, ts.blur_sigma_max))
+                               Blur(ts.blur_p, ts.blur_kernel, ts.blur_sigma_min, ts.blur_sigma_max),
+                               batched=rt.augment == "batched")
     torch.manual_seed(seed)
     n_chunks = math.ceil(n_samples / ts.n_chains)
     report = (lambda c: print(f"[{cfg.variant}/{mode}] chunk {c + 1}/{n_chunks}", flush=True)) if progress else None

@@ -19,11 +19,12 @@ import yaml
 from ebm_repro import checkpoint as ck
 from ebm_repro.augment import make_augment
 from ebm_repro.buffer import ReplayBuffer
-from ebm_repro.config import BufferConfig, LossConfig, OptimConfig, RunConfig, SamplerConfig
+from ebm_repro.config import BufferConfig, LossConfig, OptimConfig, RunConfig, RuntimeConfig, SamplerConfig
 from ebm_repro.data import load_split
 from ebm_repro.losses import training_loss
 from ebm_repro.models import make_model
 from ebm_repro.optim import EMA, grad_norm, make_optimizer
+from ebm_repro.runtime import HotPath, prepare_model, set_matmul_precision
 from ebm_repro.sampling import make_langevin
 
 
@@ -36,7 +37,11 @@ class Recipe(Protocol):
 
 
 class TrainingDiverged(RuntimeError):
-    """Energies became non-finite or exploded (ICD code: |mean E(x+)| > 10)."""
+    """Energies became non-finite or exploded (ICD code: |mean E(x+)| > 10) at training step `step`."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -46,7 +51,7 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 def dequantize(x_uint8: torch.Tensor) -> torch.Tensor:
-    """x = (k + u) / 256, u ~ U(0, 1) (methods.md, shared machinery)."""
+    """x = (k + u) / 256, u ~ U(0, 1) (methods.md, shared machinery); u from the RNG of x's device."""
     return (x_uint8.float() + torch.rand(x_uint8.shape, device=x_uint8.device)) / 256.0
 
 
@@ -57,16 +62,25 @@ def _grad_norm_of(loss: torch.Tensor, params: list) -> float:
 
 # ----------------------------------------------------------------------------- positives
 class ImagePositives:
-    """Training images, drawn with replacement and dequantised (the image-only switch of the positives)."""
+    """Training images, drawn with replacement and dequantised (the image-only switch of the positives).
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, g: torch.Generator):
+    Indices come from the CPU generator `g`; the uint8 images move to `device` before dequantising there, so a
+    dataset kept on the device (runtime.data_on_device) gives the same numbers as one on the CPU.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, g: torch.Generator,
+                 device: torch.device | str = "cpu"):
         self.images, self.labels, self.g = images, labels, g  # (N, C, H, W) uint8, (N,) or None
+        self.dev = torch.device(device)
         self.shape = tuple(images.shape[1:])
 
     def draw(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """n positives x (n, C, H, W) = (k + u) / 256 and their labels (n,), or None when unconditional."""
+        """n positives x (n, C, H, W) = (k + u) / 256 and their labels (n,), or None, on `device`."""
         idx = torch.randint(0, len(self.images), (n,), generator=self.g)
-        return dequantize(self.images[idx]), None if self.labels is None else self.labels[idx]
+        idx = idx.to(self.images.device, non_blocking=True)
+        k = self.images[idx].to(self.dev, non_blocking=True)                   # (n, C, H, W) uint8
+        y = None if self.labels is None else self.labels[idx].to(self.dev, non_blocking=True)
+        return dequantize(k), y
 
 
 class PointPositives:
@@ -96,15 +110,20 @@ class Learner:
     def __init__(self, model: torch.nn.Module, positives: Positives, recipe: Recipe,
                  batch_size: int, seed: int,
                  augment: Callable[[torch.Tensor], torch.Tensor] | None = None, augment_fresh: bool = True,
-                 per_scale: bool = False, device: torch.device = torch.device("cpu")):
+                 per_scale: bool = False, device: torch.device = torch.device("cpu"),
+                 runtime: RuntimeConfig = RuntimeConfig(), augment_on_device: bool = False):
         self.model, self.positives, self.recipe, self.batch_size = model, positives, recipe, batch_size
-        self.dev = device
+        self.dev, self.rt = device, runtime
         self.per_scale = per_scale  # the loss sees the (B, n_scales) energies of model.scale_energies
         self.opt = make_optimizer(recipe.optim, self.model.parameters())
         self.ema = EMA(self.model, recipe.optim.ema_decay) if recipe.optim.ema_decay > 0 else None
-        self.buffer = ReplayBuffer(recipe.buffer, positives.shape, torch.Generator().manual_seed(seed + 1))
+        self.buffer = ReplayBuffer(recipe.buffer, positives.shape, torch.Generator().manual_seed(seed + 1),
+                                   device=device if runtime.data_on_device else "cpu")
         self.sample = make_langevin(recipe.sampler)
+        self.hot = HotPath(self.model, runtime, device)
         self.augment = augment if augment is not None else _identity
+        # the reference transform runs on the CPU; augment.batched_augment on the tensors' own device
+        self.augment_dev = device if augment_on_device else torch.device("cpu")
         self.augment_fresh = augment_fresh  # augment.fresh_chains: ICD code augments buffer draws only
 
     def chain_starts(self, n: int) -> torch.Tensor:
@@ -113,22 +132,30 @@ class Learner:
         With augment_fresh False (ICD code, train.py l.382-390) only the draws from the buffer go through the
         transform (the replay buffer's `_encode_sample`); re-initialised chains stay plain U(0, 1) noise.
         """
-        x0, fresh = self.buffer.sample(n)                                       # (n, *shape), (n,)
+        x0, fresh = self.buffer.sample(n)                                       # (n, *shape), (n,) on the CPU
+        if self.augment is _identity:
+            return x0.to(self.dev, non_blocking=True)
+        x0 = x0.to(self.augment_dev)
         if self.augment_fresh:
-            return self.augment(x0)
-        kept = ~fresh
-        if kept.any():
+            return self.augment(x0).to(self.dev, non_blocking=True)
+        kept = (~fresh).nonzero().squeeze(1)                                    # CPU indices: no device sync
+        if len(kept):
+            kept = kept.to(x0.device, non_blocking=True)
             x0 = x0.clone()
             x0[kept] = self.augment(x0[kept])
-        return x0
+        return x0.to(self.dev, non_blocking=True)
 
     @property
     def eval_model(self) -> torch.nn.Module:
         """The weights one evaluates: the EMA copy where the recipe keeps one (as ICD does), else the model."""
         return self.ema.model if self.ema else self.model
 
-    def train_step(self, want_grad_parts: bool = False) -> dict:
-        """One iteration; returns its log row (mean energies, loss parts, gradient norm)."""
+    def train_step(self, want_grad_parts: bool = False, host: bool = True) -> dict:
+        """One iteration; returns its log row (mean energies, loss parts, gradient norm).
+
+        host False (runtime.host_sync: log, between log steps): the row holds device tensors and no gradient
+        norm, so the step never waits for the device; `row_to_host` turns it into the floats of host True.
+        """
         r, B = self.recipe, self.batch_size
         x_pos, y = self.positives.draw(B)
         x_pos = x_pos.to(self.dev)                                              # (B, *shape)
@@ -146,15 +173,20 @@ class Learner:
                 return energy(x)
             return self.model.scale_energies(x, None if y is None else y[: x.shape[0]])
 
+        def energy_fast(x):  # the Langevin steps without a graph: runtime switches (runtime.HotPath)
+            return self.hot.energy(x, None if y is None else y[: x.shape[0]])
+
         use_kl = r.loss.kl_opt_coeff > 0 or r.loss.kl_ent_coeff > 0
         k = r.loss.kl_opt_chains if use_kl else 0
-        res = self.sample(energy, x0, kl_chains=k, kl_all_steps=r.loss.kl_all_steps)
+        with self.hot.chain_scope():
+            res = self.sample(energy_fast, x0, kl_chains=k, kl_all_steps=r.loss.kl_all_steps,
+                              energy_graph=energy, graph_scope=self.hot.graph_scope)
         # res.x is detached: the CD gradient is that of E(x+) - E(stop_grad(x-)); only res.x_kl carries a graph
         e_pos, e_neg = loss_energy(x_pos), loss_energy(res.x)                  # (B,) or (B, 3)
 
         def bank():
             b = self.buffer.recent(r.loss.ent_n_neighbours)
-            return (self.augment(b) if r.loss.ent_bank_augment else b).to(self.dev)
+            return (self.augment(b.to(self.augment_dev)) if r.loss.ent_bank_augment else b).to(self.dev)
 
         if r.loss.ent_bank_after_push:  # ICD train.py: replay_buffer.add (l.412) before the bank is drawn (l.434)
             self.buffer.push(res.x)
@@ -167,7 +199,7 @@ class Learner:
             parts["grad_cd"] = _grad_norm_of(main, params)
             parts["grad_kl"] = _grad_norm_of(kl, params) if kl.requires_grad else 0.0
         loss.backward()
-        gn = grad_norm(self.model.parameters())
+        gn = grad_norm(self.model.parameters()) if host else _grad_norms(self.model.parameters())
         if r.optim.grad_norm_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.optim.grad_norm_clip)
         self.opt.step()
@@ -176,9 +208,32 @@ class Learner:
         if not r.loss.ent_bank_after_push:
             self.buffer.push(res.x)
         e_pos, e_neg = e_pos.detach(), e_neg.detach()
-        return {"e_pos": float(e_pos.mean()), "e_neg": float(e_neg.mean()),
-                "gap": float(e_pos.mean() - e_neg.mean()), "loss": float(loss.detach()),
-                "loss_main": float(main.detach()), "loss_reg": float(reg.detach()), "grad_norm": gn, **parts}
+        row = {"e_pos": e_pos.mean(), "e_neg": e_neg.mean(), "gap": e_pos.mean() - e_neg.mean(),
+               "loss": loss.detach(), "loss_main": main.detach(), "loss_reg": reg.detach(), "grad_norm": gn,
+               **parts}
+        return row_to_host(row) if host else row
+
+
+def _grad_norms(params) -> torch.Tensor | None:
+    """Per-tensor gradient norms (n_tensors,) on the device: optim.grad_norm without reading them."""
+    grads = [p.grad.detach() for p in params if p.grad is not None]
+    return torch.stack(torch._foreach_norm(grads)) if grads else None
+
+
+def row_to_host(row: dict) -> dict:
+    """A log row with every tensor read as a float (the one place a step waits for the device).
+
+    A vector grad_norm (of _grad_norms) is summed as optim.grad_norm sums it, so the float is the same.
+    """
+    out = {}
+    for k, v in row.items():
+        if k == "grad_norm" and isinstance(v, torch.Tensor) and v.dim() == 1:
+            out[k] = math.sqrt(sum(n ** 2 for n in v.tolist()))
+        elif k == "grad_norm" and v is None:
+            out[k] = 0.0
+        else:
+            out[k] = float(v) if isinstance(v, torch.Tensor) else v
+    return out
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
@@ -192,7 +247,8 @@ class Trainer(Learner):
     def __init__(self, cfg: RunConfig, data_dir: Path, out_dir: Path, device: str = "auto"):
         self.cfg, self.hp = cfg, cfg.hp
         self.out_dir, self.ckpt_dir = Path(out_dir), Path(out_dir) / "ckpt"
-        dev, m, seed = pick_device(device), cfg.hp.model, cfg.hp.train.seed
+        dev, m, seed, rt = pick_device(device), cfg.hp.model, cfg.hp.train.seed, cfg.runtime
+        set_matmul_precision(rt, dev)
         torch.manual_seed(seed)
         images, labels = load_split(Path(data_dir) / "train.npz")
         x_all = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()     # (N, C, H, W) uint8
@@ -200,10 +256,15 @@ class Trainer(Learner):
             raise ValueError(f"dataset images {tuple(x_all.shape[1:])} do not fit model.channels/"
                              f"image_size ({m.channels}, {m.image_size}, {m.image_size})")
         y_all = torch.from_numpy(labels).long() if m.n_classes else None       # (N,)
-        positives = ImagePositives(x_all, y_all, torch.Generator().manual_seed(seed))
-        super().__init__(make_model(m).to(dev).train(), positives, cfg.hp, cfg.hp.train.batch_size, seed,
-                         augment=make_augment(cfg.hp.augment, m.image_size),
-                         augment_fresh=cfg.hp.augment.fresh_chains, per_scale=m.multiscale and cfg.hp.loss.multiscale_reduce == "mean", device=dev)
+        if rt.data_on_device:  # CIFAR-10 is 150 MB as uint8
+            x_all, y_all = x_all.to(dev), None if y_all is None else y_all.to(dev)
+        positives = ImagePositives(x_all, y_all, torch.Generator().manual_seed(seed), device=dev)
+        model = prepare_model(make_model(m).to(dev).train(), rt)
+        super().__init__(model, positives, cfg.hp, cfg.hp.train.batch_size, seed,
+                         augment=make_augment(cfg.hp.augment, m.image_size, batched=rt.augment == "batched"),
+                         augment_fresh=cfg.hp.augment.fresh_chains,
+                         per_scale=m.multiscale and cfg.hp.loss.multiscale_reduce == "mean", device=dev,
+                         runtime=rt, augment_on_device=rt.augment == "batched")
         self.step, self.log, self.snapshots = 0, [], []
 
     # ------------------------------------------------------------------ state
@@ -242,18 +303,19 @@ class Trainer(Learner):
     def save_checkpoint(self) -> None:
         ck.save(self.ckpt_dir / "last.pt", self.state())
 
-    def check_divergence(self, row: dict) -> None:
-        lim = self.hp.train.max_abs_energy
+    def check_divergence(self, row: dict, step: int | None = None) -> None:
+        """Raise TrainingDiverged when the row of `step` (default: the current step) diverged."""
+        lim, step = self.hp.train.max_abs_energy, self.step if step is None else step
         if not all(math.isfinite(row[k]) for k in ("e_pos", "e_neg", "loss")):
-            raise TrainingDiverged(f"non-finite energy or loss at step {self.step}: {row}")
+            raise TrainingDiverged(f"non-finite energy or loss at step {step}: {row}", step)
         if lim > 0 and abs(row["e_pos"]) > lim:
             raise TrainingDiverged(f"|mean E(x+)| = {abs(row['e_pos']):.3g} > train.max_abs_energy = {lim} "
-                                   f"at step {self.step}")
+                                   f"at step {step}", step)
 
     # ------------------------------------------------------------------ loop
     def buffer_images(self, n: int) -> torch.Tensor:
         """The n most recently stored buffer samples as uint8 (N, H, W, C), without touching any RNG."""
-        return self.buffer.data[: self.buffer.count][-n:].permute(0, 2, 3, 1).contiguous()
+        return self.buffer.data[: self.buffer.count][-n:].permute(0, 2, 3, 1).cpu().contiguous()
 
     def run(self, stop_after: int | None = None, progress: bool = True,
             evaluate: Callable[["Trainer"], dict] | None = None) -> dict:
@@ -264,15 +326,26 @@ class Trainer(Learner):
         tc = self.hp.train
         end = tc.n_iters if stop_after is None else min(tc.n_iters, self.step + stop_after)
         t0, s0 = time.time(), self.step
+        pending: list[tuple[int, dict]] = []  # runtime.host_sync log: rows not read yet, (step, device row)
         while self.step < end:
             eval_now = evaluate is not None and tc.eval_every > 0 and (self.step + 1) % tc.eval_every == 0
             log_now = (self.step + 1) % tc.log_every == 0 or self.step + 1 == tc.n_iters or eval_now
-            row = self.train_step(want_grad_parts=log_now)
+            # read the step's numbers whenever anything is written after it: a log row, a snapshot, a checkpoint
+            n = self.step + 1
+            sync_now = (self.rt.host_sync == "step" or log_now or n == end or n % tc.ckpt_every == 0
+                        or n % tc.snapshot_every == 0)
+            row = self.train_step(want_grad_parts=log_now, host=sync_now)
             self.step += 1
+            if not sync_now:
+                pending.append((self.step, row))
+                continue
             try:
+                for step, old in pending:  # the earliest unread step that diverged stops the run at that step
+                    self.check_divergence(row_to_host(old), step)
+                pending = []
                 self.check_divergence(row)
             except TrainingDiverged as e:
-                return self._diverged(str(e))
+                return self._diverged(str(e), e.step)
             if log_now:
                 row.update(step=self.step, sec_per_iter=(time.time() - t0) / max(self.step - s0, 1))
                 if eval_now:
@@ -313,15 +386,15 @@ class Trainer(Learner):
         ck.save(path, {"format": ck.FORMAT, "kind": "best", "step": self.step, "eval_IS": float(row["eval_IS"]),
                        "model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema else None})
 
-    def _diverged(self, reason: str) -> dict:
-        """Stop: write a final model file flagged as diverged, holding the weights to score instead.
+    def _diverged(self, reason: str, step: int) -> dict:
+        """Stop: write a final model file flagged as diverged at `step`, holding the weights to score instead.
 
         Those are the best training-time IS checkpoint when train.eval_every made one, else the last good one.
         """
         print(f"[{self.cfg.variant}] TRAINING DIVERGED: {reason}", flush=True)
         last, best = self.ckpt_dir / "last.pt", self.ckpt_dir / "best.pt"
         good = ck.load(last) if last.exists() else None
-        info = {"step": self.step, "reason": reason, "last_good_step": good["step"] if good else None,
+        info = {"step": step, "reason": reason, "last_good_step": good["step"] if good else None,
                 "scored": None}
         if best.exists():
             good = ck.load(best)
@@ -330,7 +403,7 @@ class Trainer(Learner):
             info["scored"] = f"last good checkpoint, step {good['step']}"
         self._write_final(model=good["model"] if good else None, ema=good["ema"] if good else None,
                           step=good["step"] if good else 0, snapshots=[], diverged=info)
-        return {"step": self.step, "finished": True, "diverged": info}
+        return {"step": step, "finished": True, "diverged": info}
 
     def finish(self) -> dict:
         snaps = [ck.load(self.ckpt_dir / n)["model"] for n in self.snapshots]

@@ -59,7 +59,7 @@ def _params_for(job: dict, params: dict, setting: str) -> list[str]:
         return ["toy2d"]
     if rule == "time_truncation_steps":
         return ["truncation", "preset", "recipes.icd",
-                *[f"variants.{r['variant']}" for r in params["truncation"]["rows"]], f"settings.{setting}"]
+                *[f"variants.{r['variant']}" for r in params["truncation"]["rows"]], f"settings.{setting}", "runtime"]
     blocks = {"make_ablation_table": ["ablation", "stability_rule"], "plot_stability": ["stability", "stability_rule"],
               "plot_kl_grad": ["kl_grad"], "make_truncation_table": ["truncation"]}
     if rule in blocks:  # the experiment's own block (src/ebm_repro/experiments/)
@@ -67,7 +67,7 @@ def _params_for(job: dict, params: dict, setting: str) -> list[str]:
     if "variant" in wc:
         recipe = params["variants"][wc["variant"]]["recipe"]
         return ["preset", f"recipes.{recipe}", "presets", f"variants.{wc['variant']}",
-                f"settings.{setting}"]
+                f"settings.{setting}", "runtime"]   # runtime: precision / augment change results
     return ["preset", "inception", f"settings.{setting}.metrics"]
 
 
