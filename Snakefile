@@ -38,6 +38,9 @@ include: "workflow/rules/kl_grad.smk"
 include: "workflow/rules/truncation.smk"
 include: "workflow/rules/particle.smk"
 include: "workflow/rules/toy2d.smk"
+include: "workflow/rules/low_temperature.smk"
+include: "workflow/rules/aug_chains.smk"
+include: "workflow/rules/neighbours.smk"
 
 
 rule all:
@@ -50,3 +53,6 @@ rule all:
         KL_GRAD_TARGETS,
         TRUNCATION_TARGETS,
         TOY2D_TARGETS,
+        LOW_TEMPERATURE_TARGETS,
+        AUG_CHAINS_TARGETS,
+        NEIGHBOURS_TARGETS,

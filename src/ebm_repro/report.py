@@ -153,3 +153,23 @@ def save_grid(images: np.ndarray, labels: np.ndarray, out_png: Path, title: str,
     for path in (out_png, out_png.with_suffix(".pdf")):
         atomic_write(path, lambda f, p=path: fig.savefig(f, format=p.suffix[1:]))
     plt.close(fig)
+
+
+def tile_images(grid: np.ndarray, pad: int = 2, below: int = 0, fill: int = 255) -> np.ndarray:
+    """uint8 images (R, C, H, W, ch) -> one RGB canvas (R * (H + pad + below), C * (W + pad), 3).
+
+    Image (i, j) starts at row i * (H + pad + below) + pad // 2, column j * (W + pad) + pad // 2; `below` leaves
+    rows of `fill` under each image for a caption (a distance, a step). Grey images (ch = 1) are copied to RGB.
+    """
+    if grid.dtype != np.uint8 or grid.ndim != 5 or grid.shape[-1] not in (1, 3):
+        raise ValueError(f"tile_images wants uint8 (R, C, H, W, 1 or 3), got {grid.dtype} {grid.shape}")
+    r, c, h, w = grid.shape[:4]
+    if grid.shape[-1] == 1:
+        grid = np.repeat(grid, 3, axis=-1)
+    ch, cw = h + pad + below, w + pad
+    canvas = np.full((r * ch, c * cw, 3), fill, np.uint8)
+    for i in range(r):
+        for j in range(c):
+            y, x = i * ch + pad // 2, j * cw + pad // 2
+            canvas[y:y + h, x:x + w] = grid[i, j]
+    return canvas

@@ -60,6 +60,15 @@ def _params_for(job: dict, params: dict, setting: str) -> list[str]:
     if rule == "time_truncation_steps":
         return ["truncation", "preset", "recipes.icd",
                 *[f"variants.{r['variant']}" for r in params["truncation"]["rows"]], f"settings.{setting}"]
+    own = {"plot_low_temperature": ("low_temperature", ("ours", "baseline")),
+           "plot_aug_chains": ("aug_chains", ("variant",)), "plot_neighbours": ("neighbours", ())}
+    if rule in own:  # qualitative figures: their block, and the named variants' test-time sampling / augmentation
+        block, keys = own[rule]
+        b = {**params[block]["paper"], **(params[block].get("smoke", {}) if setting == "smoke" else {})}
+        vs = [b[k] for k in keys]
+        return ["preset", block, *(["presets"] if vs else []),
+                *sorted({f"recipes.{params['variants'][v]['recipe']}" for v in vs}), *[f"variants.{v}" for v in vs],
+                f"settings.{setting}.metrics"]
     blocks = {"make_ablation_table": ["ablation", "stability_rule"], "plot_stability": ["stability", "stability_rule"],
               "plot_kl_grad": ["kl_grad"], "make_truncation_table": ["truncation"]}
     if rule in blocks:  # the experiment's own block (src/ebm_repro/experiments/)
