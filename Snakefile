@@ -38,6 +38,8 @@ include: "workflow/rules/kl_grad.smk"
 include: "workflow/rules/truncation.smk"
 include: "workflow/rules/particle.smk"
 include: "workflow/rules/toy2d.smk"
+include: "workflow/rules/likelihood.smk"
+include: "workflow/rules/ood.smk"
 
 
 rule all:
@@ -50,3 +52,5 @@ rule all:
         KL_GRAD_TARGETS,
         TRUNCATION_TARGETS,
         TOY2D_TARGETS,
+        LIKELIHOOD_TARGETS,
+        OOD_TARGETS,
