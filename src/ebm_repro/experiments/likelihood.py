@@ -325,7 +325,7 @@ def claims(params: dict, prefix: str) -> list[Claim]:
         out.append(judged_claim(
             f"{PAPER}/{r['paper']}",
             f"train and test energies are close: no over-fitting to training images ({r['label']})",
-            "IGEBM §4.2", f"train {_ms(ps['train'], 3)}, test {_ms(ps['test'], 3)}: abs(Δ mean)/pooled std = "
+            "IGEBM §4.2", f"train {_ms(ps['train'], 6)}, test {_ms(ps['test'], 6)}: abs(Δ mean)/pooled std = "
                           f"{separation(ps['train'], ps['test']):.2f}",
             rep, crit.replace("Δmean", "mean_train - mean_test"), None if s is None else s["train_test_close"],
             output, setting, missing))
