@@ -41,6 +41,8 @@ include: "workflow/rules/toy2d.smk"
 include: "workflow/rules/low_temperature.smk"
 include: "workflow/rules/aug_chains.smk"
 include: "workflow/rules/neighbours.smk"
+include: "workflow/rules/likelihood.smk"
+include: "workflow/rules/ood.smk"
 
 
 rule all:
@@ -56,3 +58,5 @@ rule all:
         LOW_TEMPERATURE_TARGETS,
         AUG_CHAINS_TARGETS,
         NEIGHBOURS_TARGETS,
+        LIKELIHOOD_TARGETS,
+        OOD_TARGETS,

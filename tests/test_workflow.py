@@ -131,3 +131,14 @@ def test_smoke_workflow_end_to_end(tmp_path):
     p = run([str(BIN / "snakemake"), "smoke/results/tables/inception.md", "-n", "--cores", "2",
              "--config", "setting=smoke"], cwd=repo)
     assert "Nothing to be done" in p.stdout + p.stderr
+
+
+def test_paper_dag_lists_the_likelihood_and_ood_jobs():
+    p = run([str(BIN / "snakemake"), "results/tables/likelihood.md", "results/tables/ood.md", "-n", "--forceall",
+             "--cores", "all"])
+    counts = job_counts(p.stdout)
+    assert counts["prepare_ood_set"] == 3  # SVHN test, DTD, CIFAR-100 test (smoke: their generated stand-ins)
+    assert counts["score_ood"] == counts["report_ood"] == counts["score_likelihood"] == counts["report_likelihood"] == 1
+    assert counts["train_model"] == 3 and counts["sample_model"] == 3  # igebm_uncond, igebm_cond, icd
+    for path in ("data/svhn/test.npz", "data/dtd/test.npz", "data/cifar100/test.npz"):
+        assert path in p.stdout

@@ -80,11 +80,16 @@ _CHUNK = 1 << 20
 
 def _write_npz(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     """Atomically write an uncompressed .npz with fixed zip timestamps."""
+    write_arrays(path, {"images": images, "labels": labels})
+
+
+def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Atomically write named arrays as an uncompressed .npz with fixed zip timestamps (np.load reads it)."""
     # np.savez stamps each member with the current time, so equal arrays would get different
     # sha256s; fixed ZipInfo dates make checksums.json reproducible across runs and machines.
     def write(f):
         with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
-            for key, arr in (("images", images), ("labels", labels)):
+            for key, arr in arrays.items():
                 info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
                 with z.open(info, "w", force_zip64=True) as member:
                     np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
@@ -224,8 +229,12 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _read_cifar_batches(tar: tarfile.TarFile, members, archive: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenate CIFAR python pickles into images (N, 32, 32, 3) uint8 and labels (N,) int64."""
+def _read_cifar_batches(tar: tarfile.TarFile, members, archive: Path,
+                        label_key: bytes = b"labels") -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate CIFAR python pickles into images (N, 32, 32, 3) uint8 and labels (N,) int64.
+
+    label_key: b"labels" (CIFAR-10) or b"fine_labels" (CIFAR-100, 100 classes).
+    """
     images, labels = [], []
     for name in members:
         try:
@@ -235,7 +244,7 @@ def _read_cifar_batches(tar: tarfile.TarFile, members, archive: Path) -> tuple[n
             raise DatasetError(f"{archive}: member {name} is missing or unreadable ({err!r}); "
                                f"delete the archive and rerun") from err
         rows = np.asarray(d[b"data"], dtype=np.uint8)  # (n, 3072): 1024 R, then 1024 G, then 1024 B
-        lab = np.asarray(d[b"labels"], dtype=np.int64)
+        lab = np.asarray(d[label_key], dtype=np.int64)
         if rows.ndim != 2 or rows.shape[1] != 3072 or len(lab) != len(rows):
             raise DatasetError(f"{archive}: {name} holds data {rows.shape} and {len(lab)} labels, "
                                f"expected (n, 3072) and n; delete the archive and rerun")

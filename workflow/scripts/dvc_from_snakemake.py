@@ -53,6 +53,15 @@ def _params_for(job: dict, params: dict, setting: str) -> list[str]:
     rule, wc = job["rule"], job["wildcards"]
     if rule.startswith(("prepare_dataset", "prepare_feature_net")):
         return [f"settings.{setting}.dataset", f"settings.{setting}.metrics.feature_net"]
+    if rule == "prepare_ood_set":  # the set's files and md5 (or generator) live in datasets_ood.py
+        return []
+    if rule in ("score_ood", "score_likelihood"):  # the experiment's models under this setting
+        block = rule.split("_", 1)[1]
+        recipes = sorted({params["variants"][r["variant"]]["recipe"] for r in params[block]["rows"]})
+        return ["preset", block, "presets", *[f"recipes.{r}" for r in recipes],
+                *[f"variants.{r['variant']}" for r in params[block]["rows"]], f"settings.{setting}"]
+    if rule in ("report_ood", "report_likelihood"):
+        return [rule.split("_", 1)[1]]
     if "particle" in rule:
         return ["particle"]
     if "toy2d" in rule:

@@ -17,6 +17,7 @@ from types import ModuleType
 
 from ebm_repro.experiments import ablation, inception, kl_grad, particle, stability, toy2d, truncation
 from ebm_repro.experiments import aug_chains, low_temperature, neighbours
+from ebm_repro.experiments import likelihood, ood
 
 EXPERIMENTS: dict[str, ModuleType] = {
     "inception": inception,      # E1, E2, E3 top row: IGEBM Tab. 4b, ICD Fig. 3
@@ -29,4 +30,6 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "low_temperature": low_temperature,  # E12: ICD Fig. 7
     "aug_chains": aug_chains,    # E13: ICD Fig. 6 / 12
     "neighbours": neighbours,    # E16: IGEBM Fig. 13, ICD Fig. 14
+    "likelihood": likelihood,    # E5: IGEBM §4.2, Fig. 2
+    "ood": ood,                  # E6: IGEBM Tab. 2, Fig. 8; ICD Tab. 1
 }
