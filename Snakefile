@@ -38,6 +38,11 @@ include: "workflow/rules/kl_grad.smk"
 include: "workflow/rules/truncation.smk"
 include: "workflow/rules/particle.smk"
 include: "workflow/rules/toy2d.smk"
+include: "workflow/rules/audit.smk"  # after every experiment's file (see its header)
+
+# `snakemake --report results/report.html` after a run (./repro smoke does it for the smoke setting):
+# every figure and table marked report(...) in the rules, captioned with the paper place it regenerates.
+report: "workflow/report/workflow.rst"
 
 
 rule all:
@@ -50,3 +55,5 @@ rule all:
         KL_GRAD_TARGETS,
         TRUNCATION_TARGETS,
         TOY2D_TARGETS,
+        AUDIT_TARGETS,
+        REPORT_PAGES,
