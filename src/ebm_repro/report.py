@@ -52,7 +52,7 @@ def write_provenance(output: Path, inputs: list[Path], extra: dict) -> None:
 
 HTML_STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:1.2em;color:#222}
 table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:12.5px}
-th,td{border:1px solid #ccc;padding:3px 6px;vertical-align:top;text-align:left}
+th,td{border:1px solid #ccc;padding:3px 6px;vertical-align:top;text-align:left;min-width:5em}
 th{background:#eef1f5;position:sticky;top:0}tr:nth-child(even) td{background:#fafafa}
 code{font-size:90%;background:#f3f3f3;padding:0 2px}td code{font-size:80%;word-break:break-all}
 h1{font-size:1.35em}h2{font-size:1.15em;margin-top:1.4em}"""
