@@ -43,6 +43,11 @@ include: "workflow/rules/aug_chains.smk"
 include: "workflow/rules/neighbours.smk"
 include: "workflow/rules/likelihood.smk"
 include: "workflow/rules/ood.smk"
+include: "workflow/rules/audit.smk"  # after every experiment's file (see its header)
+
+# `snakemake --report results/report.html` after a run (./repro smoke does it for the smoke setting):
+# every figure and table marked report(...) in the rules, captioned with the paper place it regenerates.
+report: "workflow/report/workflow.rst"
 
 
 rule all:
@@ -60,3 +65,5 @@ rule all:
         NEIGHBOURS_TARGETS,
         LIKELIHOOD_TARGETS,
         OOD_TARGETS,
+        AUDIT_TARGETS,
+        REPORT_PAGES,

@@ -17,7 +17,7 @@ rule plot_aug_chains:
         train=f"{PREFIX}data/{run_config(AC.variant).dataset}/train.npz",  # pairwise-distance scale
     output:
         png=report(AUG_CHAINS_TARGETS[0], caption="../report/aug_chains.rst",
-                   category="E13 Augmentation transitions"),
+                   category="E13 Augmentation transitions (ICD Fig. 6 / 12)"),
         pdf=AUG_CHAINS_TARGETS[1],
         summary=AUG_CHAINS_TARGETS[2],
     log:

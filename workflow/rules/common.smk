@@ -53,6 +53,14 @@ def eval_every(wildcards):
     return run_config(wildcards.variant).hp.train.eval_every
 
 
+# Snakemake report (`snakemake --report FILE` after a run): categories, one per experiment (the report's menu sorts
+# them alphabetically, hence the two-digit ids), and the Markdown tables it shows as HTML pages (rule
+# render_report_tables in audit.smk): table name (results/tables/<name>.md) -> category; caption
+# workflow/report/<name>.rst. Each experiment's rule file adds its tables.
+CAT_GENERATION = "E01-E03 CIFAR-10 generation (IGEBM Tab. 4b, Figs. 3/4a; ICD Fig. 3)"
+REPORT_TABLES = {}
+GRID_CATEGORY = {}  # variant -> category of its sample grids (rule plot_samples), when not CAT_GENERATION
+
 TRAIN_DIR = f"{PREFIX}results/train"
 
 

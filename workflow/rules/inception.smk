@@ -1,4 +1,5 @@
 ROW_KEYS = [f"{r['variant']}/{r['mode']}" for r in ROWS]
+REPORT_TABLES["inception"] = CAT_GENERATION
 
 
 rule compute_baseline_metrics:

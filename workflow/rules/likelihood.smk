@@ -2,6 +2,9 @@
 
 LIK_VARIANTS = [r["variant"] for r in PARAMS["likelihood"]["rows"]]
 
+CAT_LIKELIHOOD = "E05 Likelihood (IGEBM §4.2, Fig. 2)"
+REPORT_TABLES["likelihood"] = CAT_LIKELIHOOD
+
 LIKELIHOOD_TARGETS = [f"{PREFIX}results/tables/likelihood.md", f"{PREFIX}results/figures/energy_hist.png",
                       f"{PREFIX}results/figures/energy_hist.pdf"]
 
@@ -37,8 +40,8 @@ rule report_likelihood:
         energies=rules.score_likelihood.output.energies,
         meta=rules.score_likelihood.output.meta,
     output:
-        table=report(LIKELIHOOD_TARGETS[0], caption="../report/likelihood.rst", category="E5 Likelihood"),
-        png=report(LIKELIHOOD_TARGETS[1], caption="../report/energy_hist.rst", category="E5 Likelihood"),
+        table=LIKELIHOOD_TARGETS[0],  # shown as HTML: REPORT_TABLES
+        png=report(LIKELIHOOD_TARGETS[1], caption="../report/energy_hist.rst", category=CAT_LIKELIHOOD),
         pdf=LIKELIHOOD_TARGETS[2],
         summary=f"{PREFIX}results/likelihood/summary.json",
     log:

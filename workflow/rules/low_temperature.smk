@@ -20,7 +20,7 @@ rule plot_low_temperature:
         feature_net=FEATURE_NET,
     output:
         png=report(LOW_TEMPERATURE_TARGETS[0], caption="../report/low_temperature.rst",
-                   category="E12 Low-temperature samples"),
+                   category="E12 Low-temperature samples (ICD Fig. 7)"),
         pdf=LOW_TEMPERATURE_TARGETS[1],
         summary=LOW_TEMPERATURE_TARGETS[2],
     log:

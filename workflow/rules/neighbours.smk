@@ -19,7 +19,7 @@ rule plot_neighbours:
         feature_net=FEATURE_NET,
     output:
         png=report(NEIGHBOURS_TARGETS[0], caption="../report/nearest_neighbours.rst",
-                   category="E16 Nearest neighbours"),
+                   category="E16 Nearest neighbours (IGEBM Fig. 13; ICD Fig. 14)"),
         pdf=NEIGHBOURS_TARGETS[1],
         summary=NEIGHBOURS_TARGETS[2],
     log:

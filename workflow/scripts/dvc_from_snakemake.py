@@ -79,7 +79,12 @@ def _params_for(job: dict, params: dict, setting: str) -> list[str]:
                 *sorted({f"recipes.{params['variants'][v]['recipe']}" for v in vs}), *[f"variants.{v}" for v in vs],
                 f"settings.{setting}.metrics"]
     blocks = {"make_ablation_table": ["ablation", "stability_rule"], "plot_stability": ["stability", "stability_rule"],
-              "plot_kl_grad": ["kl_grad"], "make_truncation_table": ["truncation"]}
+              "plot_kl_grad": ["kl_grad"], "make_truncation_table": ["truncation"],
+              # claims() read every experiment block (rows, criteria); the tables' own stages track the rest
+              "make_audit_page": ["audit", "stability_rule", "inception", "ablation", "stability", "kl_grad",
+                                  "truncation", "particle"]}
+    if rule == "render_report_tables":  # Markdown -> HTML: its inputs are all it reads
+        return []
     if rule in blocks:  # the experiment's own block (src/ebm_repro/experiments/)
         return ["preset", *blocks[rule], f"settings.{setting}.metrics"]
     if "variant" in wc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from ebm_repro.experiments import ablation, inception, kl_grad, particle, stability, toy2d, truncation
+from ebm_repro.experiments import ablation, audit, inception, kl_grad, particle, stability, toy2d, truncation
 from ebm_repro.experiments import aug_chains, low_temperature, neighbours
 from ebm_repro.experiments import likelihood, ood
 
@@ -32,4 +32,5 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "neighbours": neighbours,    # E16: IGEBM Fig. 13, ICD Fig. 14
     "likelihood": likelihood,    # E5: IGEBM §4.2, Fig. 2
     "ood": ood,                  # E6: IGEBM Tab. 2, Fig. 8; ICD Tab. 1
+    "audit": audit,              # results/audit.md: every experiment's claims() + every paper number
 }
