@@ -38,6 +38,9 @@ include: "workflow/rules/kl_grad.smk"
 include: "workflow/rules/truncation.smk"
 include: "workflow/rules/particle.smk"
 include: "workflow/rules/toy2d.smk"
+include: "workflow/rules/restoration.smk"
+include: "workflow/rules/cross_class.smk"  # after restoration.smk: uses its judge classifier
+include: "workflow/rules/finetune.smk"
 
 
 rule all:
@@ -50,3 +53,6 @@ rule all:
         KL_GRAD_TARGETS,
         TRUNCATION_TARGETS,
         TOY2D_TARGETS,
+        RESTORATION_TARGETS,
+        CROSS_CLASS_TARGETS,
+        FINETUNE_TARGETS,

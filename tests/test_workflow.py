@@ -131,3 +131,13 @@ def test_smoke_workflow_end_to_end(tmp_path):
     p = run([str(BIN / "snakemake"), "smoke/results/tables/inception.md", "-n", "--cores", "2",
              "--config", "setting=smoke"], cwd=repo)
     assert "Nothing to be done" in p.stdout + p.stderr
+
+
+def test_paper_dag_lists_the_restoration_cross_class_and_finetune_jobs():
+    # E7-E9: one judge classifier shared by E7 and E8, four Tab. 1 trainings; only the conditional EBM is trained
+    p = run([str(BIN / "snakemake"), "results/tables/restoration.md", "results/figures/cross_class.png",
+             "results/tables/finetune.md", "-n", "--forceall", "--cores", "all"])
+    counts = job_counts(p.stdout)
+    assert counts["train_classifier"] == counts["restore_images"] == counts["make_restoration_report"] == 1
+    assert counts["map_cross_class"] == counts["make_finetune_table"] == 1
+    assert counts["train_finetune_classifier"] == 4 and counts["train_model"] == 1

@@ -62,6 +62,9 @@ def _params_for(job: dict, params: dict, setting: str) -> list[str]:
                 *[f"variants.{r['variant']}" for r in params["truncation"]["rows"]], f"settings.{setting}"]
     blocks = {"make_ablation_table": ["ablation", "stability_rule"], "plot_stability": ["stability", "stability_rule"],
               "plot_kl_grad": ["kl_grad"], "make_truncation_table": ["truncation"]}
+    blocks.update({"train_classifier": ["restoration"], "restore_images": ["restoration"],  # E7-E9
+                   "make_restoration_report": ["restoration"], "map_cross_class": ["cross_class", "restoration"],
+                   "train_finetune_classifier": ["finetune"], "make_finetune_table": ["finetune"]})
     if rule in blocks:  # the experiment's own block (src/ebm_repro/experiments/)
         return ["preset", *blocks[rule], f"settings.{setting}.metrics"]
     if "variant" in wc:

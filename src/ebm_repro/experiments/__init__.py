@@ -16,6 +16,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from ebm_repro.experiments import ablation, inception, kl_grad, particle, stability, toy2d, truncation
+from ebm_repro.experiments import cross_class, finetune, restoration
 
 EXPERIMENTS: dict[str, ModuleType] = {
     "inception": inception,      # E1, E2, E3 top row: IGEBM Tab. 4b, ICD Fig. 3
@@ -25,4 +26,7 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "truncation": truncation,    # E15: ICD App. D.1
     "particle": particle,        # E10: IGEBM §5.1, Fig. 9
     "toy2d": toy2d,              # 2-D check of every training recipe
+    "restoration": restoration,  # E7: IGEBM Fig. 5 (+ the judge classifier of E7/E8)
+    "cross_class": cross_class,  # E8: IGEBM Figs. 6 / 12
+    "finetune": finetune,        # E9: IGEBM Tab. 1
 }
