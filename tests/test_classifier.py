@@ -117,3 +117,13 @@ def test_saved_classifier_loads_strictly_with_its_record(tmp_path):
     ck.save(tmp_path / "other.pt", {"kind": "model"})
     with pytest.raises(ck.CheckpointError, match="not a classifier file"):
         K.load_classifier(tmp_path / "other.pt")
+
+
+def test_resnet18_judge_keeps_32x32_resolution_in_its_stem():
+    net = K.make_classifier("resnet18", 10).eval()
+    assert net.conv1.stride == (1, 1) and net.conv1.kernel_size == (3, 3)
+    assert isinstance(net.maxpool, torch.nn.Identity)
+    with torch.no_grad():
+        assert net(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="unknown 'vgg'"):
+        K.make_classifier("vgg", 10)

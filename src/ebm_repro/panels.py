@@ -33,7 +33,8 @@ def image_panel(cells: np.ndarray, col_titles: list[str], row_labels: list[str],
     for i in range(r):
         for j in range(k):
             canvas[ys[i] + 1:ys[i] + 1 + h, xs[j] + 1:xs[j] + 1 + w] = cells[i, j]
-    fig, ax = plt.subplots(figsize=(k * 0.62 + 2.4, r * 0.62 + 1.6), dpi=150)
+    label_w = 0.055 * max(len(t) for t in row_labels)   # inches of 6-pt row labels left of the images
+    fig, ax = plt.subplots(figsize=(k * 0.62 + 0.8 + label_w, r * 0.62 + 1.6), dpi=150)
     ax.imshow(canvas, interpolation="nearest")
     if highlight is not None:
         for i, j in zip(*np.nonzero(highlight)):
