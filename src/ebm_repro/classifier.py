@@ -176,7 +176,7 @@ def train_classifier(model: nn.Module, train: tuple[np.ndarray, np.ndarray], tes
     if tc.optimizer == "adam":
         opt = torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
     else:
-        opt = torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay, nesterov=False)
+        opt = torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
     steps_per_epoch = math.ceil(len(ytr) / tc.batch_size)
     total = tc.epochs * steps_per_epoch
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, total) if tc.schedule == "cosine"

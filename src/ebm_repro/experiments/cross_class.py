@@ -166,7 +166,8 @@ def cross_class_figure(r: dict, panel_rows: list, out_png: Path) -> None:
              f"{cc['n_images']} images; criterion >= {100 * r['criterion']:.0f}%)")
     image_panel(cells, cols, labels, title, out_png, highlight=miss,
                 highlight_label=f"red frame: the judge ({r['classifier']['arch']}, test accuracy "
-                                f"{r['classifier']['test_acc']:.1f}%) does not assign the final image to the target class",
+                                f"{r['classifier']['test_acc']:.1f}%) does not assign the final image to the "
+                                f"target class",
                 col_gaps=(0, k), row_gaps=tuple(cc["rows"] * (i + 1) - 1 for i in range(len(r["pairs"]) - 1)))
 
 

@@ -268,9 +268,9 @@ def restoration_table(r: dict, paper: dict) -> str:
     smoke = r["setting"] == "smoke"
     lines = [f"# Image restoration by Langevin dynamics (IGEBM Fig. 5) ({r['setting']} setting)", "",
              tabulate(body, headers=head, tablefmt="github", disable_numparse=True), "", "## Notes", "",
-             f"- {r['n_images']} test images of `{r['dataset']}` (seeded random subset), each run under `{r['variant']}` "
-             f"(step {r['train_step']}) with its true label, as the authors' code does. Langevin: step size "
-             f"{c['sampler']['step_size']:g}, noise {c['sampler']['noise_std']:g}, gradient clip "
+             f"- {r['n_images']} test images of `{r['dataset']}` (seeded random subset), each run under "
+             f"`{r['variant']}` (step {r['train_step']}) with its true label, as the authors' code does. Langevin: "
+             f"step size {c['sampler']['step_size']:g}, noise {c['sampler']['noise_std']:g}, gradient clip "
              f"{c['sampler']['grad_clip']:g} (0 = none), images clipped to [0, 1].",
              f"- Salt-and-pepper: {c['salt_and_pepper']['rate']:.0%} of pixel positions (all channels), half set "
              f"to {c['salt_and_pepper']['low']:g}, half to {c['salt_and_pepper']['high']:g}; every pixel is updated. "
