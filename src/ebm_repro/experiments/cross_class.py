@@ -181,7 +181,9 @@ def claims(params: dict, prefix: str) -> list:
     value = None
     if r:
         value = (f"mean target-class share {r['mean_share_target']:.2f} over {len(r['pairs'])} pairs ("
-                 + ", ".join(f"{q['source_name']}→{q['target_name']} {q['share_target']:.2f}" for q in r["pairs"])
+                 + ", ".join(f"{q['source_name']}→{q['target_name']} {q['share_target']:.2f}"
+                             + (f" ({q['share_target_before']:.2f} before mapping)" if "share_target_before" in q else "")
+                             for q in r["pairs"])
                  + f"); judge test accuracy {r['classifier']['test_acc']:.1f}%")
     return [judged_claim("qualitative/cross_class/target_class_share",
                          "initialised with an image of another class, the conditional EBM's Langevin chains "
