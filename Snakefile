@@ -43,6 +43,9 @@ include: "workflow/rules/aug_chains.smk"
 include: "workflow/rules/neighbours.smk"
 include: "workflow/rules/likelihood.smk"
 include: "workflow/rules/ood.smk"
+include: "workflow/rules/restoration.smk"
+include: "workflow/rules/cross_class.smk"  # after restoration.smk: uses its judge classifier
+include: "workflow/rules/finetune.smk"
 include: "workflow/rules/audit.smk"  # after every experiment's file (see its header)
 
 # `snakemake --report results/report.html` after a run (./repro smoke does it for the smoke setting):
@@ -67,3 +70,6 @@ rule all:
         OOD_TARGETS,
         AUDIT_TARGETS,
         REPORT_PAGES,
+        RESTORATION_TARGETS,
+        CROSS_CLASS_TARGETS,
+        FINETUNE_TARGETS,

@@ -142,3 +142,11 @@ def test_paper_dag_lists_the_likelihood_and_ood_jobs():
     assert counts["train_model"] == 3 and counts["sample_model"] == 3  # igebm_uncond, igebm_cond, icd
     for path in ("data/svhn/test.npz", "data/dtd/test.npz", "data/cifar100/test.npz"):
         assert path in p.stdout
+def test_paper_dag_lists_the_restoration_cross_class_and_finetune_jobs():
+    # E7-E9: one judge classifier shared by E7 and E8, four Tab. 1 trainings; only the conditional EBM is trained
+    p = run([str(BIN / "snakemake"), "results/tables/restoration.md", "results/figures/cross_class.png",
+             "results/tables/finetune.md", "-n", "--forceall", "--cores", "all"])
+    counts = job_counts(p.stdout)
+    assert counts["train_classifier"] == counts["restore_images"] == counts["make_restoration_report"] == 1
+    assert counts["map_cross_class"] == counts["make_finetune_table"] == 1
+    assert counts["train_finetune_classifier"] == 4 and counts["train_model"] == 1

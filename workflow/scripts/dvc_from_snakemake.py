@@ -81,8 +81,12 @@ def _params_for(job: dict, params: dict, setting: str) -> list[str]:
     blocks = {"make_ablation_table": ["ablation", "stability_rule"], "plot_stability": ["stability", "stability_rule"],
               "plot_kl_grad": ["kl_grad"], "make_truncation_table": ["truncation"],
               # claims() read every experiment block (rows, criteria); the tables' own stages track the rest
-              "make_audit_page": ["audit", "stability_rule", "inception", "ablation", "stability", "kl_grad",
-                                  "truncation", "particle"]}
+              "make_audit_page": ["audit", "stability_rule", *sorted(
+                  b for b in params if b not in ("setting", "preset", "recipes", "presets", "variants", "settings",
+                                                 "stability_rule", "audit"))]}
+    blocks.update({"train_classifier": ["restoration"], "restore_images": ["restoration"],  # E7-E9
+                   "make_restoration_report": ["restoration"], "map_cross_class": ["cross_class", "restoration"],
+                   "train_finetune_classifier": ["finetune"], "make_finetune_table": ["finetune"]})
     if rule == "render_report_tables":  # Markdown -> HTML: its inputs are all it reads
         return []
     if rule in blocks:  # the experiment's own block (src/ebm_repro/experiments/)

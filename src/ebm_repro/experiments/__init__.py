@@ -18,6 +18,7 @@ from types import ModuleType
 from ebm_repro.experiments import ablation, audit, inception, kl_grad, particle, stability, toy2d, truncation
 from ebm_repro.experiments import aug_chains, low_temperature, neighbours
 from ebm_repro.experiments import likelihood, ood
+from ebm_repro.experiments import cross_class, finetune, restoration
 
 EXPERIMENTS: dict[str, ModuleType] = {
     "inception": inception,      # E1, E2, E3 top row: IGEBM Tab. 4b, ICD Fig. 3
@@ -32,5 +33,8 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "neighbours": neighbours,    # E16: IGEBM Fig. 13, ICD Fig. 14
     "likelihood": likelihood,    # E5: IGEBM §4.2, Fig. 2
     "ood": ood,                  # E6: IGEBM Tab. 2, Fig. 8; ICD Tab. 1
+    "restoration": restoration,  # E7: IGEBM Fig. 5 (+ the judge classifier of E7/E8)
+    "cross_class": cross_class,  # E8: IGEBM Figs. 6 / 12
+    "finetune": finetune,        # E9: IGEBM Tab. 1
     "audit": audit,              # results/audit.md: every experiment's claims() + every paper number
 }
