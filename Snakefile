@@ -38,6 +38,7 @@ include: "workflow/rules/kl_grad.smk"
 include: "workflow/rules/truncation.smk"
 include: "workflow/rules/particle.smk"
 include: "workflow/rules/toy2d.smk"
+include: "workflow/rules/compose.smk"
 
 
 rule all:
@@ -50,3 +51,4 @@ rule all:
         KL_GRAD_TARGETS,
         TRUNCATION_TARGETS,
         TOY2D_TARGETS,
+        COMPOSE_TARGETS,

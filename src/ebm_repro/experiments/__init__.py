@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from ebm_repro.experiments import ablation, inception, kl_grad, particle, stability, toy2d, truncation
+from ebm_repro.experiments import ablation, compose, inception, kl_grad, particle, stability, toy2d, truncation
 
 EXPERIMENTS: dict[str, ModuleType] = {
     "inception": inception,      # E1, E2, E3 top row: IGEBM Tab. 4b, ICD Fig. 3
@@ -25,4 +25,5 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "truncation": truncation,    # E15: ICD App. D.1
     "particle": particle,        # E10: IGEBM §5.1, Fig. 9
     "toy2d": toy2d,              # 2-D check of every training recipe
+    "compose": compose,          # E11: IGEBM §6, Fig. 10 (dSprites)
 }
