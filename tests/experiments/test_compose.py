@@ -221,6 +221,14 @@ def test_claims_are_judged_by_their_criteria(params):
                      "shape_not_definitive": False}
     missing = judge({**_results(), "rows": _results()["rows"][:4]}, c)
     assert [v["held"] for v in missing][:3] == [None] * 3 and "compose.rows" in missing[0]["missing"]
+    # nothing learned: every error at chance. The joint is "no worse than the singles" and shape is at chance,
+    # but neither claim holds, since the single models do not recover their attributes either
+    flat = _results(joint_in=0.4, joint_out=0.4)
+    for r in flat["rows"]:
+        r["errors"]["in-distribution"].update(scale=0.4, position=0.4, rotation=40.0)
+    none = {v["key"].split("/")[-1]: v["held"] for v in judge(flat, c)}
+    assert none == {"joint_preserves_factors": False, "no_quality_loss": False, "held_out_combinations": False,
+                    "shape_not_definitive": False}
 
 
 def test_claims_read_the_summary_and_say_when_not_run(params, tmp_path, monkeypatch):
