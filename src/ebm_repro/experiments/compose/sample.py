@@ -25,7 +25,7 @@ def row_name(models: tuple[str, ...]) -> str:
 
 def pick_targets(cfg: ComposeConfig, data_dir: Path) -> tuple[np.ndarray, np.ndarray, torch.Tensor, np.ndarray]:
     """eval.n_per_set test images outside and inside the held-out region: positions in the split (2n,), their
-    latent classes (2n, 6), the images (2n, 1, 64, 64) uint8 and the set of each (2n,) (0 in-distribution, 1 held-out)."""
+    latent classes (2n, 6), the images (2n, 1, 64, 64) uint8 and the set of each (2n,) (0 in-dist., 1 held-out)."""
     images, classes = load(Path(data_dir) / "test.npz")
     held = held_out_mask(classes, cfg.held_out)
     rng, n, chosen = np.random.default_rng(cfg.eval.seed), cfg.eval.n_per_set, []
