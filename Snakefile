@@ -46,6 +46,7 @@ include: "workflow/rules/ood.smk"
 include: "workflow/rules/restoration.smk"
 include: "workflow/rules/cross_class.smk"  # after restoration.smk: uses its judge classifier
 include: "workflow/rules/finetune.smk"
+include: "workflow/rules/compose.smk"
 include: "workflow/rules/audit.smk"  # after every experiment's file (see its header)
 
 # `snakemake --report results/report.html` after a run (./repro smoke does it for the smoke setting):
@@ -73,3 +74,4 @@ rule all:
         RESTORATION_TARGETS,
         CROSS_CLASS_TARGETS,
         FINETUNE_TARGETS,
+        COMPOSE_TARGETS,

@@ -50,6 +50,13 @@ def test_paper_dag_lists_download_train_sample_metrics_and_table_jobs():
     assert counts["make_inception_table"] == 1
 
 
+def test_paper_dag_lists_the_four_compose_trainings_the_joint_sampling_and_the_evaluation():
+    p = run([str(BIN / "snakemake"), "results/tables/compose.md", "-n", "--forceall", "--cores", "all"])
+    assert job_counts(p.stdout) == {"prepare_dataset": 1, "train_compose_model": 4, "train_compose_regressor": 1,
+                                    "sample_compose": 1, "evaluate_compose": 1}   # E11: dSprites, IGEBM §6
+    assert "data/dsprites/train.npz" in p.stdout   # the archive, not the smoke stand-in
+
+
 def test_smoke_dag_has_the_same_rules_as_the_paper_dag():
     paper = job_counts(run([str(BIN / "snakemake"), "-n", "--forceall", "--cores", "all"]).stdout)
     smoke = job_counts(run([str(BIN / "snakemake"), "-n", "--forceall", "--cores", "all",

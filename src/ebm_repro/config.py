@@ -40,6 +40,8 @@ DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
     "shapes": (32, 32, 3),          # smoke stand-in for CIFAR-10
     "mnist": (28, 28, 1),           # ICD App. D.1 (E15)
     "shapes_gray28": (28, 28, 1),   # smoke stand-in for MNIST
+    "dsprites": (64, 64, 1),        # E11 (IGEBM §6); labels are grid indices (datasets_dsprites.py)
+    "dsprites_gen": (64, 64, 1),    # its procedural stand-in (smoke, tests)
 }
 
 
@@ -62,9 +64,9 @@ def _enum(*values: str) -> Any:
 class ModelConfig:
     """Energy network E(x[, y]) -> (B,)."""
     arch: str = _enum("igebm_resnet32_large", "igebm_resnet32_large_fig15b", "igebm_resnet32", "icd_resnet",
-                      "icd_celeba", "mlp2d")
+                      "icd_celeba", "mlp2d", "dsprites_net")
     width: int = _pos()               # base channels (IGEBM F=128, ICD 64)
-    n_classes: int = _pos(minimum=0)  # 0 = unconditional
+    n_classes: int = _pos(minimum=0)  # 0 = unconditional; dsprites_net: size of the latent vector y
     spectral_norm: bool        # IGEBM: convs + hidden dense layers; ICD: off
     spectral_norm_head: bool   # SN on the final dense -> 1 too: IGEBM paper "all layers"; code: not the final one
     dropout: float = _pos(minimum=0, maximum=0.99)  # IGEBM code: 0.5 after first conv of each block

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TARGETS = {"paper": ROOT / "dvc.yaml", "smoke": ROOT / "workflow" / "dvc" / "smoke" / "dvc.yaml"}
 HEADER = ("# GENERATED from the Snakemake DAG by workflow/scripts/dvc_from_snakemake.py -- do not edit by hand.\n"
           "# Setting: {setting}. Each stage runs the same `python -m ebm_repro...` command as its Snakemake job.\n")
-PERSIST_RULES = {"train_model", "train_particle_model"}  # expensive: keep outputs across `dvc repro`
+PERSIST_RULES = {"train_model", "train_particle_model", "train_compose_model"}  # expensive: keep outputs across `dvc repro`
 
 
 def snakemake_jobs(setting: str) -> list[dict]:
@@ -66,6 +66,8 @@ def _params_for(job: dict, params: dict, setting: str) -> list[str]:
         return ["particle"]
     if "toy2d" in rule:
         return ["toy2d"]
+    if "compose" in rule:
+        return ["compose"]
     if rule == "time_truncation_steps":
         return ["truncation", "preset", "recipes.icd",
                 *[f"variants.{r['variant']}" for r in params["truncation"]["rows"]], f"settings.{setting}"]

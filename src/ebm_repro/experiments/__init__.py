@@ -19,6 +19,7 @@ from ebm_repro.experiments import ablation, audit, inception, kl_grad, particle,
 from ebm_repro.experiments import aug_chains, low_temperature, neighbours
 from ebm_repro.experiments import likelihood, ood
 from ebm_repro.experiments import cross_class, finetune, restoration
+from ebm_repro.experiments import compose
 
 EXPERIMENTS: dict[str, ModuleType] = {
     "inception": inception,      # E1, E2, E3 top row: IGEBM Tab. 4b, ICD Fig. 3
@@ -36,5 +37,6 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "restoration": restoration,  # E7: IGEBM Fig. 5 (+ the judge classifier of E7/E8)
     "cross_class": cross_class,  # E8: IGEBM Figs. 6 / 12
     "finetune": finetune,        # E9: IGEBM Tab. 1
+    "compose": compose,          # E11: IGEBM §6, Fig. 10 (dSprites)
     "audit": audit,              # results/audit.md: every experiment's claims() + every paper number
 }

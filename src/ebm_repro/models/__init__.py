@@ -6,7 +6,7 @@ from typing import Callable
 import torch.nn as nn
 
 from ebm_repro.config import ModelConfig
-from ebm_repro.models import icd, igebm, mlp
+from ebm_repro.models import dsprites, icd, igebm, mlp
 
 # Explicit table (no registration by import side effects): arch name -> constructor.
 ARCHS: dict[str, Callable[[ModelConfig], nn.Module]] = {
@@ -16,6 +16,7 @@ ARCHS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "icd_resnet": icd.ICDResNet,                   # ICD Tab. 4 (+ half/quarter-resolution nets)
     "icd_celeba": icd.ICDCelebA,                   # ICD code CelebAModel (CelebA-HQ 128, authors' checkpoints)
     "mlp2d": mlp.MLPEnergy,                        # 2-D toy densities
+    "dsprites_net": dsprites.dsprites_net,         # IGEBM §6 / code DspritesNet (E11), latent-conditioned
 }
 
 
