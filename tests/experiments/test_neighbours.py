@@ -69,10 +69,15 @@ def test_copy_stats_follow_the_reference_quantile():
     assert st["median"] == 3.25 and st["ref_median"] == 50.5 and st["min"] == 0.0
 
 
-def test_config_rejects_more_queries_than_samples(params):
+def test_config_queries_at_most_the_samples_there_are(params):
+    # the queries are single.npz's samples: a larger n_queries is capped at settings.<s>.metrics.n_samples
     p = json.loads(json.dumps(params))
-    p["neighbours"]["smoke"]["n_queries"] = p["settings"]["smoke"]["metrics"]["n_samples"] + 1
-    with pytest.raises(ConfigError, match="n_queries"):
+    n = p["settings"]["smoke"]["metrics"]["n_samples"]
+    p["neighbours"]["smoke"]["n_queries"] = n + 1
+    cfg = NB.neighbours_config(p, "smoke")
+    assert cfg.n_queries == n and cfg.n_show <= n
+    p["neighbours"]["smoke"].update(n_queries=5, n_show=6)
+    with pytest.raises(ConfigError, match="n_show"):
         NB.check(p)
 
 

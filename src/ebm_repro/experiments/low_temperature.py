@@ -49,11 +49,8 @@ def low_temperature_config(params: dict, setting: str) -> LowTemperatureConfig:
     cfg = build_setting_block(LowTemperatureConfig, params, BLOCK, setting)
     mc = params["settings"][setting]["metrics"]
     if cfg.start == "samples" and cfg.n_samples > mc["n_samples"]:
-        raise ConfigError(f"low_temperature ({setting}): n_samples {cfg.n_samples} > the {mc['n_samples']} "
-                          f"test-time samples it starts from (settings.{setting}.metrics.n_samples)")
-    if cfg.n_samples < mc["n_splits"]:
-        raise ConfigError(f"low_temperature ({setting}): n_samples {cfg.n_samples} < the IS splits "
-                          f"settings.{setting}.metrics.n_splits = {mc['n_splits']}")
+        # the chains start from the test-time samples: at most the settings.<s>.metrics.n_samples there are
+        cfg = dataclasses.replace(cfg, n_samples=mc["n_samples"], n_show=min(cfg.n_show, mc["n_samples"]))
     if cfg.n_show > cfg.n_samples:
         raise ConfigError(f"low_temperature ({setting}): n_show {cfg.n_show} > n_samples {cfg.n_samples}")
     return cfg
@@ -188,7 +185,8 @@ def cmd_low_temperature(a) -> None:
 
     def score(images):
         return compute_inception_metrics(images, ref, mc["feature_net"], Path(a.feature_net),
-                                         n_splits=mc["n_splits"], batch_size=mc["batch_size"], device=str(dev),
+                                         n_splits=min(mc["n_splits"], cfg.n_samples),  # few chains: fewer splits
+                                         batch_size=mc["batch_size"], device=str(dev),
                                          kid=False)
 
     cols, summary = [], {"setting": setting, "preset": p["preset"], "feature_net": mc["feature_net"],

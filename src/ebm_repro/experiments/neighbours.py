@@ -50,9 +50,8 @@ def schema() -> dict:
 def neighbours_config(params: dict, setting: str) -> NeighboursConfig:
     cfg = build_setting_block(NeighboursConfig, params, BLOCK, setting)
     n_samples = params["settings"][setting]["metrics"]["n_samples"]
-    if cfg.n_queries > n_samples:
-        raise ConfigError(f"neighbours ({setting}): n_queries {cfg.n_queries} > the {n_samples} samples in "
-                          f"single.npz (settings.{setting}.metrics.n_samples)")
+    if cfg.n_queries > n_samples:  # the queries are the samples of single.npz: at most metrics.n_samples
+        cfg = dataclasses.replace(cfg, n_queries=n_samples, n_show=min(cfg.n_show, n_samples))
     if cfg.n_show > cfg.n_queries:
         raise ConfigError(f"neighbours ({setting}): n_show {cfg.n_show} > n_queries {cfg.n_queries}")
     return cfg
