@@ -66,8 +66,8 @@ def test_pairwise_rms_by_hand():
 def test_config_refuses_a_variant_without_augmentation_and_bad_columns(params):
     p = json.loads(json.dumps(params))
     p["aug_chains"]["paper"]["variant"] = "icd_abl_cd"      # Tab. 2 row 1: augment.enabled false
-    with pytest.raises(ConfigError, match="augment.enabled false"):
-        AC.check(p)
+    with pytest.raises(ConfigError, match="augment.enabled false"):  # refused as the command starts
+        AC.require_augmentation(p, AC.aug_chains_config(p, "paper"), "paper")
     p = json.loads(json.dumps(params))
     p["aug_chains"]["paper"]["show_every"] = 7
     with pytest.raises(ConfigError, match="multiple of show_every"):

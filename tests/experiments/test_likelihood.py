@@ -101,10 +101,10 @@ def test_score_and_report_likelihood_end_to_end_and_claims(tmp_path):
     assert len(md.splitlines()[2].split("|")) == 13                                 # 11 columns
     assert fig.stat().st_size > 10000 and fig.with_suffix(".pdf").exists()
     cl = L.claims(params, f"{tmp_path}/")
-    assert [c.key for c in cl] == ["igebm_2019/likelihood_sec_4_2/unconditional",
-                                   "qualitative/likelihood/fig2_unconditional",
-                                   "igebm_2019/likelihood_sec_4_2/conditional",
-                                   "qualitative/likelihood/fig2_conditional"]
+    # per model: the closeness claim on the printed train mean, its other printed numbers, then Fig. 2's claim
+    row = lambda m: [f"igebm_2019/likelihood_sec_4_2/{m}/{k}" for k in ("train/0", "train/1", "test/0", "test/1")]  # noqa: E731
+    assert [c.key for c in cl] == [*row("unconditional"), "qualitative/likelihood/fig2_unconditional",
+                                   *row("conditional"), "qualitative/likelihood/fig2_conditional"]
     assert {c.verdict for c in cl} == {CL.SMOKE} and cl[0].paper.startswith("train -0.00169 ± 0.0196, test 0.001454")
     assert "= 0.17" in cl[0].paper
 
@@ -121,7 +121,9 @@ def test_claims_verdicts_in_the_paper_setting(tmp_path):
                          "samples_train_sep": 0.9, "train_test_close": True, "samples_train_close": False},
         "igebm_cond": None, "icd": None}}))
     cl = {c.key: c for c in L.claims(params, f"{tmp_path}/")}
-    assert cl["igebm_2019/likelihood_sec_4_2/unconditional"].verdict == CL.REPRODUCED
+    unc = "igebm_2019/likelihood_sec_4_2/unconditional"
+    assert cl[f"{unc}/train/0"].verdict == CL.REPRODUCED
+    assert cl[f"{unc}/test/1"].verdict == CL.REPRODUCED and cl[f"{unc}/test/1"].paper == 0.0176  # beside, same verdict
     assert cl["qualitative/likelihood/fig2_unconditional"].verdict == CL.NOT_REPRODUCED
-    assert cl["igebm_2019/likelihood_sec_4_2/conditional"].verdict.startswith("not run: diverged")
-    assert "0.5 x pooled std" in cl["igebm_2019/likelihood_sec_4_2/unconditional"].tolerance
+    assert cl["igebm_2019/likelihood_sec_4_2/conditional/train/0"].verdict.startswith("not run: diverged")
+    assert "0.5 x pooled std" in cl[f"{unc}/train/0"].tolerance

@@ -60,9 +60,13 @@ def check(params: dict) -> None:
     for setting in ("paper", "smoke"):
         cfg = aug_chains_config(params, setting)
         C.check_variant(params, cfg.variant, f"aug_chains.{setting}.variant")
-        if not C.resolve(params, cfg.variant, setting=setting, validated=True).hp.augment.enabled:
-            raise ConfigError(f"aug_chains.{setting}.variant: {cfg.variant!r} has augment.enabled false, so its "
-                              f"transition is the identity; name a variant with augmentation")
+
+
+def require_augmentation(params: dict, cfg, setting: str) -> None:
+    """The named variant must augment (checked when the command runs, before any chain)."""
+    if not C.resolve(params, cfg.variant, setting=setting, validated=True).hp.augment.enabled:
+        raise ConfigError(f"aug_chains.{setting}.variant: {cfg.variant!r} has augment.enabled false, so its "
+                          f"transition is the identity; name a variant with augmentation")
 
 
 # ----------------------------------------------------------------------------- chains
@@ -154,6 +158,7 @@ def cmd_aug_chains(a) -> None:
     p = commands.load(a)
     setting = p["setting"]
     cfg = aug_chains_config(p, setting)
+    require_augmentation(p, cfg, setting)
     rc = C.resolve(p, cfg.variant)
     ts, m = rc.hp.test_sampling, rc.hp.model
     dev = pick_device(a.device)
