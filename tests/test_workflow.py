@@ -32,6 +32,7 @@ def copy_repo(dst: Path) -> Path:
         shutil.copy2(ROOT / name, dst / name)
     for name in ("workflow", "src", ".dvc"):
         shutil.copytree(ROOT / name, dst / name, ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__"))
+    (dst / "profiles").symlink_to("workflow/profiles")  # where Snakemake finds the default profile
     return dst
 
 

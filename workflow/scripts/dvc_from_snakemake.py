@@ -84,9 +84,10 @@ def dvc_stages(setting: str) -> dict:
         outs, metrics, plots = [], [], []
         for o in job["output"]:
             if o.endswith("train_log.csv"):
-                plots.append({o: {"x": "step", "y": "gap", "cache": False}})  # E(x+) - E(x-) over training
+                plots.append({o: {"x": "step", "y": "gap"}})  # E(x+) - E(x-) over training
             elif o.endswith(".json") and ("/metrics/" in o or o.endswith("train_summary.json")):
-                metrics.append({o: {"cache": False}})
+                # cached like every output: results/ is not in git, so a DVC remote is where they travel
+                metrics.append(o)
             elif job["rule"] in PERSIST_RULES:
                 outs.append({o: {"persist": True}})
             else:
