@@ -29,6 +29,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
+include: "workflow/rules/large_data.smk"  # E17-E19 manual downloads: before the rules whose jobs depend on them
 # one rule file per experiment (src/ebm_repro/experiments/)
 include: "workflow/rules/authors.smk"
 include: "workflow/rules/inception.smk"
@@ -38,6 +39,7 @@ include: "workflow/rules/kl_grad.smk"
 include: "workflow/rules/truncation.smk"
 include: "workflow/rules/particle.smk"
 include: "workflow/rules/toy2d.smk"
+include: "workflow/rules/compose_celeba.smk"
 
 
 rule all:
@@ -50,3 +52,4 @@ rule all:
         KL_GRAD_TARGETS,
         TRUNCATION_TARGETS,
         TOY2D_TARGETS,
+        COMPOSE_CELEBA_TARGETS,

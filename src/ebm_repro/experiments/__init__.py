@@ -16,6 +16,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from ebm_repro.experiments import ablation, inception, kl_grad, particle, stability, toy2d, truncation
+from ebm_repro.experiments import compose_celeba, large_data
 
 EXPERIMENTS: dict[str, ModuleType] = {
     "inception": inception,      # E1, E2, E3 top row: IGEBM Tab. 4b, ICD Fig. 3
@@ -25,4 +26,6 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "truncation": truncation,    # E15: ICD App. D.1
     "particle": particle,        # E10: IGEBM §5.1, Fig. 9
     "toy2d": toy2d,              # 2-D check of every training recipe
+    "large_data": large_data,    # E17, E18: ImageNet 32x32, CelebA-HQ 128, LSUN bedroom 128 (rows of inception)
+    "compose_celeba": compose_celeba,  # E19: ICD Tab. 3
 }
