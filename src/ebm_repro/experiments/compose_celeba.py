@@ -12,6 +12,7 @@ written here (a sum of energies, a few lines); no other composition operator is 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,7 +255,11 @@ def cmd_sample(a) -> None:
         rc = C.resolve(p, m.variant)
         models += load_models(rc, Path(path), "single", device)  # EMA weights (code: ema_model_state_dict_0)
     mc = rc.hp.model
-    augment = make_augment(rc.hp.augment, mc.image_size)  # the models' buffer transform between rounds
+    # celeba_combine.py's transform between rounds: RandomResizedCrop(scale 0.08-1), flip, colour distortion of
+    # strength 1 (jitter 0.8/0.8/0.8/0.4 with p 0.8, grayscale p 0.2), no blur
+    augment = make_augment(dataclasses.replace(rc.hp.augment, enabled=True, crop_scale_min=0.08, hflip=True,
+                                               jitter_strength=1.0, jitter_p=0.8, grayscale_p=0.2, blur_p=0.0),
+                           mc.image_size)
     clf = make_classifier()
     ck.load_state_strict(clf, ck.load(Path(a.classifier))["model"], a.classifier)
     clf = clf.to(device).eval()
