@@ -84,3 +84,25 @@ def test_lsun_lmdb_of_webp_images_converts_with_a_training_cap(tmp_path):
     with np.load(tmp_path / "out/train.npz") as z:
         assert z["images"].shape == (3, 128, 128, 3)
     assert info["source"]["n_test"] == 2 and json.loads((tmp_path / "out/checksums.json").read_text())["train.npz"]
+
+
+def test_verbs_check_prepare_and_label_by_attribute_from_the_command_line(tmp_path, monkeypatch):
+    """The three verbs the rules call, on a CelebA-HQ stand-in at the smoke setting's path."""
+    import yaml
+
+    from ebm_repro import cli
+    from ebm_repro.config import PARAMS_PATH
+
+    monkeypatch.chdir(tmp_path)
+    params = yaml.safe_load(PARAMS_PATH.read_text())
+    params["large_data"]["celebahq128"].update(n_train=6, n_test=2)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    S.celebahq(tmp_path / "smoke/data/raw/CelebAMask-HQ", n=6)
+    common = ["--setting", "smoke"]
+    cli.main(["check-large-dataset", *common, "--name", "celebahq128", "--out", "st.json", "--manifest", "m.sha256"])
+    assert json.loads((tmp_path / "st.json").read_text())["counts"] == {"images": 6}
+    assert len((tmp_path / "m.sha256").read_text().splitlines()) == 7
+    cli.main(["prepare-large-dataset", *common, "--name", "celebahq128", "--status", "st.json", "--out", "c"])
+    cli.main(["prepare-attribute-dataset", *common, "--attribute", "wavy", "--data", "c", "--out", "w"])
+    with np.load(tmp_path / "w/train.npz") as z:
+        assert z["images"].shape == (4, 128, 128, 3) and set(np.unique(z["labels"])) <= {0, 1}

@@ -83,5 +83,5 @@ rule prepare_attribute_dataset:
         out=lambda w, output: outdir(output.train),
     threads: 1
     shell:
-        "{CLI} prepare-attribute-dataset --attribute {wildcards.attribute} --data {params.data} --out {params.out} "
+        "{CLI} prepare-attribute-dataset {ARGS} --attribute {wildcards.attribute} --data {params.data} --out {params.out} "
         "> {log} 2>&1"

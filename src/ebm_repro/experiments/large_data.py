@@ -112,6 +112,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder for train.npz, test.npz, checksums.json")
     p.set_defaults(fn=cmd_prepare)
     p = sub.add_parser("prepare-attribute-dataset", help="celebahq128 labelled by one attribute (E19)")
+    commands.add_common(p)
     p.add_argument("--attribute", required=True, choices=sorted(DL.ATTRIBUTES))
     p.add_argument("--data", required=True, help="the prepared celebahq128 folder")
     p.add_argument("--out", required=True)
