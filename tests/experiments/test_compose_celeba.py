@@ -55,9 +55,9 @@ def test_classifier_trains_and_reports_accuracy_and_attribute_shares(tmp_path):
     male = CELEBA_NAMES.index("Male")
     assert info["test_share_with_attribute"]["female"] == float((attrs[:, male] == 0).mean())
     assert all(0.0 <= v <= 1.0 for v in info["test_accuracy"].values()) and info["n_test"] == 6
-    net = E.make_classifier()
-    net.load_state_dict(state)  # strict: the saved state is a whole ResNet-18 with 4 logits
-    assert net.fc.out_features == 4
+    E.save_classifier(tmp_path / "clf.pt", state)
+    net = E.load_classifier(tmp_path / "clf.pt")  # strict: a whole ResNet-18 with 4 logits
+    assert net.fc.out_features == 4 and not net.training
 
 
 def test_table_and_claims_say_not_run_when_celebahq_is_missing(tmp_path):

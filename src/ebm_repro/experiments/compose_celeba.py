@@ -107,6 +107,25 @@ def make_classifier():
     return resnet18(weights=None, num_classes=len(ATTRS))
 
 
+def save_classifier(path: Path, state: dict) -> None:
+    """The classifier's weights as an ebm-repro checkpoint (plain data, loads with weights_only)."""
+    from ebm_repro import checkpoint as ck
+
+    ck.save(Path(path), {"format": ck.FORMAT, "model": state, "attributes": list(ATTRS)})
+
+
+def load_classifier(path: Path):
+    """ResNet-18 with the saved weights (strict), in eval mode."""
+    from ebm_repro import checkpoint as ck
+
+    c = ck.load(Path(path))
+    if c.get("attributes") != list(ATTRS):
+        raise ck.CheckpointError(f"{path} scores {c.get('attributes')}, not {list(ATTRS)}; retrain it")
+    net = make_classifier()
+    ck.load_state_strict(net, c["model"], str(path))
+    return net.eval()
+
+
 def _logits(net, x_uint8, batch: int, device) -> "torch.Tensor":
     import torch
 
@@ -233,7 +252,7 @@ def cmd_train_classifier(a) -> None:
     p = commands.load(a)
     state, info = train_classifier(Path(a.data) / "train.npz", Path(a.data) / "test.npz", settings(p).classifier,
                                    pick_device(a.device))
-    ck.save(Path(a.out), {"model": state, "attributes": list(ATTRS)})
+    save_classifier(Path(a.out), state)
     ck.atomic_write_text(Path(a.info), json.dumps(info, indent=1) + "\n")
     print(json.dumps(info, indent=1))
 
@@ -260,9 +279,7 @@ def cmd_sample(a) -> None:
     augment = make_augment(dataclasses.replace(rc.hp.augment, enabled=True, crop_scale_min=0.08, hflip=True,
                                                jitter_strength=1.0, jitter_p=0.8, grayscale_p=0.2, blur_p=0.0),
                            mc.image_size)
-    clf = make_classifier()
-    ck.load_state_strict(clf, ck.load(Path(a.classifier))["model"], a.classifier)
-    clf = clf.to(device).eval()
+    clf = load_classifier(Path(a.classifier)).to(device)
     s = cfg.sampling
     out, grids = {}, []
     for k in range(1, len(models) + 1):
