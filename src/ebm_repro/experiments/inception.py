@@ -137,7 +137,7 @@ def inception_table(metrics: list[dict], rows: list[dict], baselines: dict | Non
              tabulate(body, headers=head, tablefmt="github", disable_numparse=True), ""]
     if missing:
         lines += ["## Datasets not found (manual downloads, params.yaml `large_data`)", ""]
-        lines += [f"- {m['message']}" for m in missing] + [""]
+        lines += [f"- {msg}" for msg in dict.fromkeys(m["message"] for m in missing)] + [""]  # one per dataset
     lines += baseline_lines(baselines) if baselines else []
     lines += ["## Metric conventions", ""]
     if m0["feature_net"] == "inception":
