@@ -29,6 +29,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
+include: "workflow/rules/large_data.smk"  # E17-E19 manual downloads: before the rules whose jobs depend on them
 # one rule file per experiment (src/ebm_repro/experiments/)
 include: "workflow/rules/authors.smk"
 include: "workflow/rules/inception.smk"
@@ -47,6 +48,7 @@ include: "workflow/rules/restoration.smk"
 include: "workflow/rules/cross_class.smk"  # after restoration.smk: uses its judge classifier
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/compose.smk"
+include: "workflow/rules/compose_celeba.smk"
 include: "workflow/rules/audit.smk"  # after every experiment's file (see its header)
 
 # `snakemake --report results/report.html` after a run (./repro smoke does it for the smoke setting):
@@ -75,3 +77,4 @@ rule all:
         CROSS_CLASS_TARGETS,
         FINETUNE_TARGETS,
         COMPOSE_TARGETS,
+        COMPOSE_CELEBA_TARGETS,

@@ -3,6 +3,7 @@ import functools
 import os
 
 from ebm_repro.config import DATASET_SHAPES, resolve
+from ebm_repro.datasets_large import LOCAL as LOCAL_DATASETS
 
 S = PARAMS["settings"][SETTING]
 DATASET = S["dataset"]
@@ -20,7 +21,7 @@ ARGS = f"--setting {SETTING}"  # every command resolves the same params.yaml und
 wildcard_constraints:
     variant="|".join(VARIANTS),
     mode="single|ensemble",
-    dataset="|".join(DATASET_SHAPES),
+    dataset="|".join(d for d in DATASET_SHAPES if d not in LOCAL_DATASETS),  # manual downloads: large_data.smk
 
 
 def outdir(path):

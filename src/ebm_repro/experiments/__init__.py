@@ -20,6 +20,7 @@ from ebm_repro.experiments import aug_chains, low_temperature, neighbours
 from ebm_repro.experiments import likelihood, ood
 from ebm_repro.experiments import cross_class, finetune, restoration
 from ebm_repro.experiments import compose
+from ebm_repro.experiments import compose_celeba, large_data
 
 EXPERIMENTS: dict[str, ModuleType] = {
     "inception": inception,      # E1, E2, E3 top row: IGEBM Tab. 4b, ICD Fig. 3
@@ -38,5 +39,7 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "cross_class": cross_class,  # E8: IGEBM Figs. 6 / 12
     "finetune": finetune,        # E9: IGEBM Tab. 1
     "compose": compose,          # E11: IGEBM §6, Fig. 10 (dSprites)
+    "large_data": large_data,    # E17, E18: ImageNet 32x32, CelebA-HQ 128, LSUN bedroom 128 (rows of inception)
+    "compose_celeba": compose_celeba,  # E19: ICD Tab. 3
     "audit": audit,              # results/audit.md: every experiment's claims() + every paper number
 }

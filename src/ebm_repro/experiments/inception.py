@@ -108,14 +108,23 @@ def inception_table(metrics: list[dict], rows: list[dict], baselines: dict | Non
     from tabulate import tabulate
 
     body = []
+    missing = [m for m in metrics if m.get("status") == "missing"]  # a manual download that is not there (E17-E19)
     for row, m in zip(rows, metrics, strict=True):
         paper = paper_cells(row["paper"])
+        cite = lambda k, nd: (f"{fmt(paper[k][0], nd)} ({paper[k][1]})" if k in paper else "—")  # noqa: E731
+        if "status" in m:  # a dataset's status.json stands in for the row's metrics
+            from ebm_repro.datasets_large import missing_cell
+
+            cell = (missing_cell(m["dataset"], Path(m["path"])) if m["status"] == "missing" else
+                    "not run: dataset found after this DAG was built (dvc.yaml has no E17-E19 training; "
+                    "run Snakemake)")
+            body.append([row["row"], cell, "—", "—", cite("IS", 2), cite("FID", 1), 0, "—", "—", "—", "—"])
+            continue
         is_run, fid_run = score_cells(m)
         if m.get("KID_mean") is not None:
             kid = f"{m['KID_mean']:.4f} ± {m['KID_std']:.4f}"
         else:
             kid = is_run if m.get("diverged") else "—"
-        cite = lambda k, nd: (f"{fmt(paper[k][0], nd)} ({paper[k][1]})" if k in paper else "—")  # noqa: E731
         body.append([row["row"], is_run, fid_run, kid, cite("IS", 2), cite("FID", 1),
                      m.get("n_samples", 0), m["train_step"], f"`{m['preset']}`", scoring_text(m),
                      sampling_text(m["test_sampling"])])
@@ -124,8 +133,12 @@ def inception_table(metrics: list[dict], rows: list[dict], baselines: dict | Non
     # conventions come from a row that was scored (a row that diverged before any checkpoint has no metrics)
     m0 = next((m for m in metrics if m.get("IS_mean") is not None), {**metrics[0], "n_reference": "n/a",
                                                                       "weights_sha256": "n/a (nothing scored)"})
+    scored = [m for m in metrics if "status" not in m]
     lines = [f"# CIFAR-10-style generation: Inception Score and FID ({m0['setting']} setting)", "",
              tabulate(body, headers=head, tablefmt="github", disable_numparse=True), ""]
+    if missing:
+        lines += ["## Datasets not found (manual downloads, params.yaml `large_data`)", ""]
+        lines += [f"- {msg}" for msg in dict.fromkeys(m["message"] for m in missing)] + [""]  # one per dataset
     lines += baseline_lines(baselines) if baselines else []
     lines += ["## Metric conventions", ""]
     if m0["feature_net"] == "inception":
@@ -150,7 +163,7 @@ def inception_table(metrics: list[dict], rows: list[dict], baselines: dict | Non
                   f"near 1 and FID against the noise row above is the measure of what they learned. An augmentation "
                   f"transition (ICD rows) also raises the IS of noise-like images (crops, blur), without learning.",
                   f"- IS: {m0['n_splits']} splits, uint8 inputs; split order and FID reference per row (`scoring`)."]
-    presets = sorted({m["preset"] for m in metrics})
+    presets = sorted({m["preset"] for m in scored})
     lines += [f"- Preset {', '.join(f'`{p}`' for p in presets)}: hyperparameters from "
               "the authors' public code (`code`; `code_2020` = ICD's paper-era release 54b46ad) or the paper text "
               "(`paper_text`) where they disagree; docs/fidelity.md lists every switch with the authors' file and line.",
@@ -232,7 +245,11 @@ def claims(params: dict, prefix: str) -> list:
     rows = params[BLOCK]["rows"]
     cited = Counter(p for r in rows for p in r["paper"])  # a cell two rows cite gets one audit row per row
     out, is_mean, why_of = [], {}, {}
+    from ebm_repro.datasets_large import base_of
+
     for r in rows:
+        if base_of(C.resolve(params, r["variant"], validated=True).dataset) is not None:
+            continue  # a manual download's row (E17, E18): claimed by experiments/large_data.py with its status
         mpath = f"{prefix}results/metrics/{r['variant']}/{r['mode']}.json"
         why = missing(table, mpath)
         m = None if why else json.loads(Path(mpath).read_text())
@@ -293,7 +310,8 @@ def cmd_table_inception(a) -> None:
     from ebm_repro.report import write_provenance
 
     p = commands.load(a)
-    metrics = [json.loads(Path(m).read_text()) for m in a.metrics]
+    metrics = [json.loads(Path(m).read_text()) for m in a.metrics]  # or a dataset's status.json (missing)
+    scored = [m for m in metrics if "status" not in m]
     rows = p[BLOCK]["rows"]
     if len(metrics) != len(rows):
         raise SystemExit(f"got {len(metrics)} metric files for {len(rows)} inception.rows")
@@ -313,8 +331,9 @@ def cmd_table_inception(a) -> None:
                      + [Path(a.baselines), Path(a.params)],
                      {"setting": p["setting"], "preset": p["preset"],
                       "dataset_checksums": json.loads(Path(a.data_checksums).read_text()),
-                      "config_hashes": {m["variant"] + "/" + m["mode"]: m["config_hash"] for m in metrics},
-                      "train_steps": {m["variant"]: m["train_step"] for m in metrics},
+                      "config_hashes": {m["variant"] + "/" + m["mode"]: m["config_hash"] for m in scored},
+                      "train_steps": {m["variant"]: m["train_step"] for m in scored},
+                      "missing_datasets": [m["dataset"] for m in metrics if m.get("status") == "missing"],
                       "authors_checkpoints": {m["variant"] + "/" + m["mode"]: m["imported"] for m in authors}})
     print(f"wrote {a.out}")
 
