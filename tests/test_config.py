@@ -72,3 +72,13 @@ def test_training_hash_ignores_test_sampling_but_not_training(params):
     assert C.resolve(p, "icd", "smoke").training_hash() == a.training_hash()
     p["recipes"]["icd"]["sampler"]["step_size"] = 7.0
     assert C.resolve(p, "icd", "smoke").training_hash() != a.training_hash()
+
+
+def test_variant_preset_overrides_apply_under_their_preset_only(params):
+    """E17 IGEBM ImageNet32: code builds ResNet32Wider (256); paper_text the Fig. 15b net the paper names."""
+    code = C.resolve(params, "igebm_imagenet32", setting="paper", preset="code", validated=True).hp.model
+    text = C.resolve(params, "igebm_imagenet32", setting="paper", preset="paper_text", validated=True).hp.model
+    assert (code.arch, code.width, code.dropout) == ("igebm_resnet32_wider", 256, 0.0)
+    assert (text.arch, text.width) == ("igebm_resnet32_large_fig15b", 128)
+    celeba = C.resolve(params, "icd_celebahq128", setting="paper", preset="paper_text", validated=True).hp
+    assert celeba.sampler.step_size == 1000.0 and celeba.augment.jitter_strength == 1.0  # ICD App. C.2

@@ -310,6 +310,21 @@ def test_only_buffer_draws_are_augmented_unless_fresh_chains(tmp_path, data_dir,
     assert same[fresh].all() != fresh_chains                              # noise: augmented only when asked
 
 
+def test_fresh_init_replaces_exactly_the_reinitialised_chain_starts(tmp_path, data_dir):
+    # IGEBM's dSprites runs (E11) start fresh chains at 0.5 + 0.5 N(0, 1) instead of U(0, 1)
+    t = Trainer(tiny_config("igebm_uncond", buffer={"reinit_frac": 0.5, "quantize": "round"}), data_dir, tmp_path,
+                device="cpu")
+    t.buffer.push(torch.rand(16, 3, 32, 32))
+    calls = []
+    t.fresh_init = lambda n, g: (calls.append((n, g)), torch.full((n, 3, 32, 32), -7.0))[1]
+    spy = Spy(t)
+    t.train_step()
+    fresh = spy.fresh
+    assert 0 < fresh.sum() < len(fresh) and calls == [(int(fresh.sum()), t.buffer.g)]
+    assert (spy.x0[fresh] == -7.0).all()
+    assert torch.equal(spy.x0[~fresh], spy.drawn[~fresh])                 # buffer draws untouched
+
+
 @pytest.mark.parametrize("after_push", [True, False])
 def test_entropy_bank_is_drawn_after_the_push_when_configured(tmp_path, data_dir, after_push):
     # ICD train.py: replay_buffer.add (l.412) runs before the 100-sample bank is drawn (l.434), so the bank can

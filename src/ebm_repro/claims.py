@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 # Tolerances of the audit (issue 9): a reproduced number within these of the paper's counts as reproduced.
 TOLERANCE = {"IS": 0.3, "FID": 3.0, "AUROC": 0.03, "share": 0.05, "accuracy": 1.0}
 
 REPRODUCED, NOT_REPRODUCED, SMOKE = "reproduced", "not reproduced", "smoke: not comparable"
+BASELINE = "quoted baseline (not a claim of this paper)"  # another method's number the paper prints to compare
 
 
 @dataclass(frozen=True)
@@ -31,9 +33,19 @@ class Claim:
         return asdict(self)
 
 
+def missing(*paths: str | Path) -> str | None:
+    """Why a claim has no value: the first of the files it reads that does not exist (None when all do)."""
+    for p in paths:
+        if not Path(p).exists():
+            return f"{p} not found (its rule has not run)"
+    return None
+
+
 def within(reproduced: float | None, paper: float, kind: str) -> bool:
-    """|reproduced - paper| <= TOLERANCE[kind] (kind: IS, FID, AUROC, share, accuracy)."""
-    return reproduced is not None and math.isfinite(reproduced) and abs(reproduced - paper) <= TOLERANCE[kind]
+    """|reproduced - paper| <= TOLERANCE[kind] (kind: IS, FID, AUROC, share, accuracy), the bound included."""
+    # 1e-9: a value exactly on the bound stays inside despite float rounding (6.73 - 6.43 = 0.30000000000000071)
+    return (reproduced is not None and math.isfinite(reproduced)
+            and abs(reproduced - paper) <= TOLERANCE[kind] + 1e-9)
 
 
 def number_claim(key: str, claim: str, place: str, paper: float, reproduced: float | None, kind: str,

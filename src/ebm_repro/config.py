@@ -1,7 +1,8 @@
 """Typed, frozen configuration resolved from params.yaml (the one source of truth).
 
 Resolution order for a trained variant (later wins):
-    recipes[recipe]  ->  presets[preset][recipe]  ->  variants[variant].overrides  ->  settings[setting].overrides
+    recipes[recipe]  ->  presets[preset][recipe]  ->  variants[variant].overrides
+    ->  variants[variant].preset_overrides[preset]  ->  settings[setting].overrides
     ->  variants[variant].setting_overrides[setting]   (e.g. a smaller smoke run for one experiment)
 A variant's dataset is variants[variant].dataset (default settings[setting].dataset), replaced by
 settings[setting].stand_ins[dataset] when the setting has one (smoke: generated data).
@@ -40,6 +41,17 @@ DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
     "shapes": (32, 32, 3),          # smoke stand-in for CIFAR-10
     "mnist": (28, 28, 1),           # ICD App. D.1 (E15)
     "shapes_gray28": (28, 28, 1),   # smoke stand-in for MNIST
+    "dsprites": (64, 64, 1),        # E11 (IGEBM §6); labels are grid indices (datasets_dsprites.py)
+    "dsprites_gen": (64, 64, 1),    # its procedural stand-in (smoke, tests)
+    # E17-E19: downloads that need an account, converted from a local path (datasets_large.py)
+    "imagenet32": (32, 32, 3),      # Downsampled ImageNet 32x32 (IGEBM Fig. 11, ICD Fig. 3)
+    "celebahq128": (128, 128, 3),   # CelebA-HQ at 128 (ICD Fig. 3, 4)
+    "lsun_bedroom128": (128, 128, 3),  # LSUN bedroom at 128 (ICD App. B.2)
+    # E19: CelebA-HQ 128 labelled by one attribute each (ICD Tab. 3), made from celebahq128
+    "celebahq128_young": (128, 128, 3),
+    "celebahq128_female": (128, 128, 3),
+    "celebahq128_smiling": (128, 128, 3),
+    "celebahq128_wavy": (128, 128, 3),
 }
 
 
@@ -61,10 +73,10 @@ def _enum(*values: str) -> Any:
 @dataclass(frozen=True)
 class ModelConfig:
     """Energy network E(x[, y]) -> (B,)."""
-    arch: str = _enum("igebm_resnet32_large", "igebm_resnet32_large_fig15b", "igebm_resnet32", "icd_resnet",
-                      "icd_celeba", "mlp2d")
+    arch: str = _enum("igebm_resnet32_large", "igebm_resnet32_large_fig15b", "igebm_resnet32",
+                      "igebm_resnet32_wider", "icd_resnet", "icd_celeba", "mlp2d", "dsprites_net")
     width: int = _pos()               # base channels (IGEBM F=128, ICD 64)
-    n_classes: int = _pos(minimum=0)  # 0 = unconditional
+    n_classes: int = _pos(minimum=0)  # 0 = unconditional; dsprites_net: size of the latent vector y
     spectral_norm: bool        # IGEBM: convs + hidden dense layers; ICD: off
     spectral_norm_head: bool   # SN on the final dense -> 1 too: IGEBM paper "all layers"; code: not the final one
     dropout: float = _pos(minimum=0, maximum=0.99)  # IGEBM code: 0.5 after first conv of each block
@@ -438,6 +450,10 @@ def core_schema() -> dict:
                     "properties": {"recipe": {"type": "string"}, "description": {"type": "string"},
                                    "dataset": dataset,  # default: the setting's dataset
                                    "overrides": override,
+                                   # applied after the variant's overrides under one preset (a variant whose
+                                   # paper text and code differ in a way its recipe's preset does not say)
+                                   "preset_overrides": {"type": "object", "additionalProperties": False,
+                                                        "properties": {p: override for p in PRESETS}},
                                    # applied after settings[s].overrides: per-experiment smoke shrinks
                                    "setting_overrides": {"type": "object", "additionalProperties": False,
                                                          "properties": {"paper": override, "smoke": override}}},
@@ -507,6 +523,7 @@ def resolve(params: dict, variant: str, setting: str | None = None, preset: str 
     s = params["settings"][setting]
     d = _deep_merge(params["recipes"][v["recipe"]], params["presets"][preset].get(v["recipe"]))
     d = _deep_merge(d, v.get("overrides"))
+    d = _deep_merge(d, v.get("preset_overrides", {}).get(preset))
     d = _deep_merge(d, s["overrides"])
     d = _deep_merge(d, v.get("setting_overrides", {}).get(setting))
     dataset = v.get("dataset", s["dataset"])

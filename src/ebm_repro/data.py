@@ -72,20 +72,31 @@ DATASETS: dict[str, dict] = {
         "n_test": 1000,
         "classes": SHAPE_CLASSES,
     },
+    # E11 (IGEBM §6): labels are dSprites grid indices; splits deflate-compressed (binary images, 3 GB raw)
+    "dsprites": {"kind": "download", "module": "ebm_repro.datasets_dsprites", "compress": True},
+    "dsprites_gen": {"kind": "generated", "module": "ebm_repro.datasets_dsprites", "compress": True,
+                     "generator": "ebm_repro.datasets_dsprites.render", "version": 1, "n_train": 4000, "n_test": 1000},
 }
 
 IMAGE_SHAPE = DATASET_SHAPES["cifar10"]
 _CHUNK = 1 << 20
 
 
-def _write_npz(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    """Atomically write an uncompressed .npz with fixed zip timestamps."""
+def _write_npz(path: Path, images: np.ndarray, labels: np.ndarray, compress: bool = False) -> None:
+    """Atomically write an .npz (uncompressed, or deflated when `compress`) with fixed zip timestamps."""
+    write_arrays(path, {"images": images, "labels": labels}, compress)
+
+
+def write_arrays(path: Path, arrays: dict[str, np.ndarray], compress: bool = False) -> None:
+    """Atomically write named arrays as an .npz with fixed zip timestamps (np.load reads it); deflated if `compress`."""
     # np.savez stamps each member with the current time, so equal arrays would get different
     # sha256s; fixed ZipInfo dates make checksums.json reproducible across runs and machines.
     def write(f):
-        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
-            for key, arr in (("images", images), ("labels", labels)):
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED,
+                             allowZip64=True) as z:
+            for key, arr in arrays.items():
                 info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = z.compression
                 with z.open(info, "w", force_zip64=True) as member:
                     np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
     atomic_write(path, write)
@@ -224,8 +235,12 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _read_cifar_batches(tar: tarfile.TarFile, members, archive: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenate CIFAR python pickles into images (N, 32, 32, 3) uint8 and labels (N,) int64."""
+def _read_cifar_batches(tar: tarfile.TarFile, members, archive: Path,
+                        label_key: bytes = b"labels") -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate CIFAR python pickles into images (N, 32, 32, 3) uint8 and labels (N,) int64.
+
+    label_key: b"labels" (CIFAR-10) or b"fine_labels" (CIFAR-100, 100 classes).
+    """
     images, labels = [], []
     for name in members:
         try:
@@ -235,7 +250,7 @@ def _read_cifar_batches(tar: tarfile.TarFile, members, archive: Path) -> tuple[n
             raise DatasetError(f"{archive}: member {name} is missing or unreadable ({err!r}); "
                                f"delete the archive and rerun") from err
         rows = np.asarray(d[b"data"], dtype=np.uint8)  # (n, 3072): 1024 R, then 1024 G, then 1024 B
-        lab = np.asarray(d[b"labels"], dtype=np.int64)
+        lab = np.asarray(d[label_key], dtype=np.int64)
         if rows.ndim != 2 or rows.shape[1] != 3072 or len(lab) != len(rows):
             raise DatasetError(f"{archive}: {name} holds data {rows.shape} and {len(lab)} labels, "
                                f"expected (n, 3072) and n; delete the archive and rerun")
@@ -426,12 +441,15 @@ def prepare_dataset(name: str, out_dir: Path, seed: int = 0, n_train: int | None
         train, test, source = _cifar10(out_dir, n_train, n_test)
     elif name == "mnist":
         train, test, source = _mnist(out_dir, n_train, n_test)
+    elif DATASETS[name].get("module") == "ebm_repro.datasets_dsprites":
+        from ebm_repro import datasets_dsprites  # it imports this module's download helpers
+        train, test, source = datasets_dsprites.splits(name, out_dir, seed, n_train, n_test, DATASETS[name])
     else:
         train, test, source = _shapes(seed, n_train, n_test, name)
     info = {}
     for split, (images, labels) in (("train.npz", train), ("test.npz", test)):
         assert images.dtype == np.uint8 and images.shape[1:] == DATASET_SHAPES[name], images.shape
-        _write_npz(out_dir / split, images, labels.astype(np.int64))
+        _write_npz(out_dir / split, images, labels.astype(np.int64), DATASETS[name].get("compress", False))
         info[split] = file_digest(out_dir / split)
     info["source"] = source
     atomic_write(out_dir / "checksums.json", lambda f: f.write((json.dumps(info, indent=1) + "\n").encode()))

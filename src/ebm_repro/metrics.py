@@ -142,3 +142,32 @@ def compute_inception_metrics(samples: np.ndarray, reference: np.ndarray, featur
     out.update(n_samples=len(samples), n_reference=len(reference), n_splits=n_splits, feature_net=feature_net,
                feature_extractor=extractor, weights_sha256=sha, samples_shuffle=shuffle)
     return {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in out.items()}
+
+
+def pool_features(images: np.ndarray, feature_net: str, weights_path: Path, batch_size: int = 100,
+                  device: str = "cpu") -> torch.Tensor:
+    """uint8 (N, H, W, C) -> float32 (N, D): the features FID compares (Inception pool3, D = 2048; smoke: pool)."""
+    if feature_net not in FEATURE_NETS:
+        raise MetricsError(f"feature_net must be one of {FEATURE_NETS}, got {feature_net!r}")
+    weights_path = Path(weights_path)
+    if not weights_path.is_file():
+        raise MetricsError(_missing_weights_message(feature_net, weights_path))
+    _check_images("images", images, 1)
+    if feature_net == "inception":
+        _check_inception_hash(weights_path, file_digest(weights_path))
+        extractor, layer = INCEPTION_WEIGHTS["feature_extractor"], "2048"
+    else:
+        from ebm_repro.feature_net import register_smoke_classifier
+        extractor, layer = register_smoke_classifier(), "pool"
+
+    from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
+
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    ctx = torch.cuda.device(dev) if cuda else contextlib.nullcontext()
+    with ctx:  # torch-fidelity moves nets and batches with .cuda(): the current device
+        net = create_feature_extractor(extractor, [layer], cuda=cuda, verbose=False,
+                                       feature_extractor_weights_path=str(weights_path))
+        feats = get_featuresdict_from_dataset(_UInt8Images(images), net, batch_size, cuda, save_cpu_ram=True,
+                                              verbose=False)
+    return feats[layer].float()

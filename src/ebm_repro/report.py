@@ -14,9 +14,13 @@ from ebm_repro.checkpoint import atomic_write, atomic_write_text, file_digest
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
+def paper_numbers_path() -> Path:
+    return Path(str(resources.files("ebm_repro").joinpath("paper_numbers.yaml")))
+
+
 def paper_numbers() -> dict:
     """The papers' printed numbers (src/ebm_repro/paper_numbers.yaml, copied from the spec)."""
-    return yaml.safe_load(resources.files("ebm_repro").joinpath("paper_numbers.yaml").read_text())
+    return yaml.safe_load(paper_numbers_path().read_text())
 
 
 def paper_lookup(path: str) -> dict:
@@ -44,6 +48,25 @@ def write_provenance(output: Path, inputs: list[Path], extra: dict) -> None:
     prov = {"output": str(output), "git_commit": git_commit(),
             "inputs": {str(p): file_digest(p) for p in inputs if Path(p).is_file()}, **extra}
     atomic_write_text(Path(str(output) + ".provenance.json"), json.dumps(prov, indent=1, default=str) + "\n")
+
+
+HTML_STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:1.2em;color:#222}
+table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:12.5px}
+th,td{border:1px solid #ccc;padding:3px 6px;vertical-align:top;text-align:left;min-width:5em}
+th{background:#eef1f5;position:sticky;top:0}tr:nth-child(even) td{background:#fafafa}
+code{font-size:90%;background:#f3f3f3;padding:0 2px}td code{font-size:80%;word-break:break-all}
+h1{font-size:1.35em}h2{font-size:1.15em;margin-top:1.4em}"""
+
+
+def markdown_html(text: str, title: str) -> str:
+    """A standalone HTML page of one of our Markdown tables (GitHub pipe tables; raw HTML in the text is escaped)."""
+    import html
+
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{HTML_STYLE}</style></head>\n<body>\n{body}</body></html>\n")
 
 
 def fmt(v, nd=2) -> str:
@@ -153,3 +176,23 @@ def save_grid(images: np.ndarray, labels: np.ndarray, out_png: Path, title: str,
     for path in (out_png, out_png.with_suffix(".pdf")):
         atomic_write(path, lambda f, p=path: fig.savefig(f, format=p.suffix[1:]))
     plt.close(fig)
+
+
+def tile_images(grid: np.ndarray, pad: int = 2, below: int = 0, fill: int = 255) -> np.ndarray:
+    """uint8 images (R, C, H, W, ch) -> one RGB canvas (R * (H + pad + below), C * (W + pad), 3).
+
+    Image (i, j) starts at row i * (H + pad + below) + pad // 2, column j * (W + pad) + pad // 2; `below` leaves
+    rows of `fill` under each image for a caption (a distance, a step). Grey images (ch = 1) are copied to RGB.
+    """
+    if grid.dtype != np.uint8 or grid.ndim != 5 or grid.shape[-1] not in (1, 3):
+        raise ValueError(f"tile_images wants uint8 (R, C, H, W, 1 or 3), got {grid.dtype} {grid.shape}")
+    r, c, h, w = grid.shape[:4]
+    if grid.shape[-1] == 1:
+        grid = np.repeat(grid, 3, axis=-1)
+    ch, cw = h + pad + below, w + pad
+    canvas = np.full((r * ch, c * cw, 3), fill, np.uint8)
+    for i in range(r):
+        for j in range(c):
+            y, x = i * ch + pad // 2, j * cw + pad // 2
+            canvas[y:y + h, x:x + w] = grid[i, j]
+    return canvas

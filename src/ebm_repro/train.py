@@ -104,14 +104,16 @@ class Learner:
     U(0, 1)), augmented when an `augment` is given (ICD, images only); Langevin; loss; Adam; EMA; the chains'
     ends back into the buffer. Only the recipe's sampler/buffer/loss/optim sections are read.
     Seeds: the caller seeds torch before building `model` and the positives' generator with `seed`; the
-    buffer's generator gets `seed + 1`.
+    buffer's generator gets `seed + 1`. `fresh_init(n, generator) -> (n, *shape)` replaces the U(0, 1) start of
+    re-initialised chains (IGEBM's dSprites runs: 0.5 + 0.5 N(0, 1)); it draws from the buffer's generator.
     """
 
     def __init__(self, model: torch.nn.Module, positives: Positives, recipe: Recipe,
                  batch_size: int, seed: int,
                  augment: Callable[[torch.Tensor], torch.Tensor] | None = None, augment_fresh: bool = True,
                  per_scale: bool = False, device: torch.device = torch.device("cpu"),
-                 runtime: RuntimeConfig = RuntimeConfig(), augment_on_device: bool = False):
+                 runtime: RuntimeConfig = RuntimeConfig(), augment_on_device: bool = False,
+                 fresh_init: Callable[[int, torch.Generator], torch.Tensor] | None = None):
         self.model, self.positives, self.recipe, self.batch_size = model, positives, recipe, batch_size
         self.dev, self.rt = device, runtime
         self.per_scale = per_scale  # the loss sees the (B, n_scales) energies of model.scale_energies
@@ -125,6 +127,7 @@ class Learner:
         # the reference transform runs on the CPU; augment.batched_augment on the tensors' own device
         self.augment_dev = device if augment_on_device else torch.device("cpu")
         self.augment_fresh = augment_fresh  # augment.fresh_chains: ICD code augments buffer draws only
+        self.fresh_init = fresh_init
 
     def chain_starts(self, n: int) -> torch.Tensor:
         """n chain starts: buffer draws (re-init share from U(0, 1)), augmented one chain at a time.
@@ -133,6 +136,10 @@ class Learner:
         transform (the replay buffer's `_encode_sample`); re-initialised chains stay plain U(0, 1) noise.
         """
         x0, fresh = self.buffer.sample(n)                                       # (n, *shape), (n,) on the CPU
+        if self.fresh_init is not None and fresh.any():  # re-initialised chains from the caller's law, not U(0, 1)
+            rows = fresh.nonzero().squeeze(1)                                   # CPU indices
+            x0 = x0.clone()
+            x0[rows.to(x0.device)] = self.fresh_init(len(rows), self.buffer.g).to(x0.device)
         if self.augment is _identity:
             return x0.to(self.dev, non_blocking=True)
         x0 = x0.to(self.augment_dev)

@@ -36,9 +36,15 @@ PAPER = {
     "mlp2d": dict(arch="mlp2d", width=64, n_classes=0, spectral_norm=True, spectral_norm_head=False, dropout=0.0,
                   attention=False, multiscale=False, activation="swish", norm="none", image_size=1, channels=2,
                   **TORCH_INIT),
+    # IGEBM code DspritesNet (E11): num_filters 64, swish (--swish_act), spectral norm, 64x64 binary images
+    "dsprites_net": dict(arch="dsprites_net", width=64, n_classes=2, spectral_norm=True, spectral_norm_head=False,
+                         dropout=0.0, attention=False, multiscale=False, activation="swish", norm="none",
+                         image_size=64, channels=1, **IGEBM_INIT),
 }
 PAPER["igebm_resnet32_large_fig15b"] = dict(PAPER["igebm_resnet32_large"], arch="igebm_resnet32_large_fig15b",
                                             dropout=0.0)  # preset paper_text: Fig. 15b as printed, no dropout
+PAPER["igebm_resnet32_wider"] = dict(PAPER["igebm_resnet32_large"], arch="igebm_resnet32_wider", width=256,
+                                     dropout=0.0)  # IGEBM code, --dataset=imagenet: ResNet32Wider(num_filters=256)
 TARGETS = {"igebm_resnet32_large": 18.6e6, "igebm_resnet32": 5.4e6, "icd_resnet": 6.6e6}  # methods.md (code)
 B = 3
 
@@ -70,7 +76,18 @@ ALL = [(a, c) for a in ARCHS for c in (False, True)]
 
 def test_archs_table():
     assert set(ARCHS) == {"igebm_resnet32_large", "igebm_resnet32_large_fig15b", "igebm_resnet32", "icd_resnet",
-                          "icd_celeba", "mlp2d"}
+                          "icd_celeba", "mlp2d", "dsprites_net", "igebm_resnet32_wider"}
+
+
+def test_wider_net_is_the_large_layout_behind_a_fixed_128_channel_stem():
+    """Code ResNet32Wider: c1_pre 3 -> 128 whatever F, res_optim 128 -> F with a conv shortcut; the rest as Large."""
+    wide = make_model(ModelConfig(**PAPER["igebm_resnet32_wider"]))
+    assert wide.stem.weight.shape[0] == 128 and wide.blocks[0].conv1.weight.shape[:2] == (256, 128)
+    assert not isinstance(wide.blocks[0].shortcut, nn.Identity)  # 128 -> 256: the code's `_res_adaptive` conv
+    assert count_params(wide) == 74_337_537  # F = 256 (printed by this test's first run; ~4x ResNet32Large)
+    at_128 = dict(PAPER["igebm_resnet32_wider"], width=128)  # stem = F: exactly ResNet32Large's parameters
+    assert count_params(make_model(ModelConfig(**at_128))) == count_params(
+        make_model(ModelConfig(**dict(PAPER["igebm_resnet32_large"], dropout=0.0))))
 
 
 @pytest.mark.parametrize("arch,conditional", ALL)
@@ -140,7 +157,7 @@ def test_double_backward_through_energy_grad(arch):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch", [a for a in ARCHS if a != "dsprites_net"])  # IGEBM's DspritesNet: no dropout
 def test_dropout_train_vs_eval(arch):
     # spectral norm off: its power iteration also changes train-mode outputs from call to call
     cfg = small(arch, n_classes=0, dropout=0.5, spectral_norm=False)

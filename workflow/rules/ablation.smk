@@ -4,6 +4,7 @@
 AB_ROWS = [r["variant"] for r in PARAMS["ablation"]["rows"]]
 
 ABLATION_TARGETS = [f"{PREFIX}results/tables/ablation.md"]
+REPORT_TABLES["ablation"] = "E03 ICD ablation (Tab. 2)"
 
 
 rule make_ablation_table:

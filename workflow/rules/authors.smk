@@ -74,7 +74,8 @@ use rule plot_samples as plot_authors_samples with:
     input:
         rules.sample_authors_model.output[0],
     output:
-        png=f"{PREFIX}results/figures/samples_authors_{{variant}}_{{mode}}.png",
+        png=report(f"{PREFIX}results/figures/samples_authors_{{variant}}_{{mode}}.png",
+                   caption="../report/samples_authors.rst", category=CAT_GENERATION),
         pdf=f"{PREFIX}results/figures/samples_authors_{{variant}}_{{mode}}.pdf",
     log:
         f"{PREFIX}logs/plot_authors_{{variant}}_{{mode}}.log",

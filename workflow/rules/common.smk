@@ -3,6 +3,7 @@ import functools
 import os
 
 from ebm_repro.config import DATASET_SHAPES, resolve
+from ebm_repro.datasets_large import LOCAL as LOCAL_DATASETS
 
 S = PARAMS["settings"][SETTING]
 DATASET = S["dataset"]
@@ -20,7 +21,7 @@ ARGS = f"--setting {SETTING}"  # every command resolves the same params.yaml und
 wildcard_constraints:
     variant="|".join(VARIANTS),
     mode="single|ensemble",
-    dataset="|".join(DATASET_SHAPES),
+    dataset="|".join(d for d in DATASET_SHAPES if d not in LOCAL_DATASETS),  # manual downloads: large_data.smk
 
 
 def outdir(path):
@@ -52,6 +53,14 @@ def eval_every(wildcards):
     """Periodic buffer IS/FID during training (stability curves) needs the feature network as input."""
     return run_config(wildcards.variant).hp.train.eval_every
 
+
+# Snakemake report (`snakemake --report FILE` after a run): categories, one per experiment (the report's menu sorts
+# them alphabetically, hence the two-digit ids), and the Markdown tables it shows as HTML pages (rule
+# render_report_tables in audit.smk): table name (results/tables/<name>.md) -> category; caption
+# workflow/report/<name>.rst. Each experiment's rule file adds its tables.
+CAT_GENERATION = "E01-E03 CIFAR-10 generation (IGEBM Tab. 4b, Figs. 3/4a; ICD Fig. 3)"
+REPORT_TABLES = {}
+GRID_CATEGORY = {}  # variant -> category of its sample grids (rule plot_samples), when not CAT_GENERATION
 
 TRAIN_DIR = f"{PREFIX}results/train"
 

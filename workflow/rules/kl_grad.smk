@@ -8,7 +8,8 @@ rule plot_kl_grad:
     input:
         runs=train_files([PARAMS["kl_grad"]["variant"]]),
     output:
-        png=KL_GRAD_TARGETS[0],
+        png=report(KL_GRAD_TARGETS[0], caption="../report/kl_grad.rst",
+                   category="E14 Gradient of L_KL vs L_CD (ICD Fig. 13)"),
         pdf=KL_GRAD_TARGETS[1],
     log:
         f"{PREFIX}logs/plot_kl_grad.log",

@@ -14,6 +14,8 @@ PARTICLE_TARGETS = [
     f"{PREFIX}results/figures/particle_mse.png",
     f"{PREFIX}results/figures/particle_mse.pdf",
 ]
+CAT_PARTICLE = "E10 Particle dynamics (IGEBM §5.1, Fig. 9)"
+REPORT_TABLES["particle"] = CAT_PARTICLE
 
 wildcard_constraints:
     pmodel="|".join(PARTICLE_MODELS),
@@ -86,7 +88,7 @@ rule make_particle_report:
         rollouts=expand(f"{PREFIX}results/particle/rollouts/{{pmodel}}.npz", pmodel=PARTICLE_MODELS),
     output:
         table=PARTICLE_TARGETS[0],
-        png=PARTICLE_TARGETS[1],
+        png=report(PARTICLE_TARGETS[1], caption="../report/particle_mse.rst", category=CAT_PARTICLE),
         pdf=PARTICLE_TARGETS[2],
         summary=f"{PREFIX}results/particle/summary.json",
     log:

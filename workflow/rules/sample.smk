@@ -45,7 +45,8 @@ rule plot_samples:
     input:
         rules.sample_model.output[0],
     output:
-        png=f"{PREFIX}results/figures/samples_{{variant}}_{{mode}}.png",
+        png=report(f"{PREFIX}results/figures/samples_{{variant}}_{{mode}}.png", caption="../report/samples.rst",
+                   category=lambda w: GRID_CATEGORY.get(w.variant, CAT_GENERATION)),
         pdf=f"{PREFIX}results/figures/samples_{{variant}}_{{mode}}.pdf",
     log:
         f"{PREFIX}logs/plot_{{variant}}_{{mode}}.log",

@@ -10,7 +10,8 @@ rule plot_stability:
     input:
         runs=train_files(AB_CURVES),
     output:
-        png=STABILITY_TARGETS[0],
+        png=report(STABILITY_TARGETS[0], caption="../report/stability.rst",
+                   category="E04 Training stability (ICD Fig. 8)"),
         pdf=STABILITY_TARGETS[1],
     log:
         f"{PREFIX}logs/plot_stability.log",

@@ -17,7 +17,8 @@ TOY2D_TARGETS = [
 rule train_toy2d:
     """Train and evaluate each recipe on each toy density; figure + distances (metrics.json)."""
     output:
-        png=TOY2D_TARGETS[0],
+        png=report(TOY2D_TARGETS[0], caption="../report/toy2d.rst",
+                   category="Toy 2-D densities (check; no paper figure)"),
         pdf=TOY2D_TARGETS[1],
         metrics=TOY2D_TARGETS[2],
     log:

@@ -4,6 +4,9 @@ AB_TRUNC = [r["variant"] for r in PARAMS["truncation"]["rows"]]
 AB_TRUNC_DATA = [f"{PREFIX}data/{run_config(v).dataset}" for v in AB_TRUNC]
 
 TRUNCATION_TARGETS = [f"{PREFIX}results/tables/truncation.md"]
+CAT_TRUNCATION = "E15 Truncated Langevin backpropagation (ICD App. D.1, Figs. 18/19)"
+REPORT_TABLES["truncation"] = CAT_TRUNCATION
+GRID_CATEGORY.update({v: CAT_TRUNCATION for v in AB_TRUNC})  # ICD Figs. 18 / 19
 
 
 rule time_truncation_steps:

@@ -15,7 +15,12 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from ebm_repro.experiments import ablation, inception, kl_grad, particle, stability, toy2d, truncation
+from ebm_repro.experiments import ablation, audit, inception, kl_grad, particle, stability, toy2d, truncation
+from ebm_repro.experiments import aug_chains, low_temperature, neighbours
+from ebm_repro.experiments import likelihood, ood
+from ebm_repro.experiments import cross_class, finetune, restoration
+from ebm_repro.experiments import compose
+from ebm_repro.experiments import compose_celeba, large_data
 
 EXPERIMENTS: dict[str, ModuleType] = {
     "inception": inception,      # E1, E2, E3 top row: IGEBM Tab. 4b, ICD Fig. 3
@@ -25,4 +30,16 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "truncation": truncation,    # E15: ICD App. D.1
     "particle": particle,        # E10: IGEBM §5.1, Fig. 9
     "toy2d": toy2d,              # 2-D check of every training recipe
+    "low_temperature": low_temperature,  # E12: ICD Fig. 7
+    "aug_chains": aug_chains,    # E13: ICD Fig. 6 / 12
+    "neighbours": neighbours,    # E16: IGEBM Fig. 13, ICD Fig. 14
+    "likelihood": likelihood,    # E5: IGEBM §4.2, Fig. 2
+    "ood": ood,                  # E6: IGEBM Tab. 2, Fig. 8; ICD Tab. 1
+    "restoration": restoration,  # E7: IGEBM Fig. 5 (+ the judge classifier of E7/E8)
+    "cross_class": cross_class,  # E8: IGEBM Figs. 6 / 12
+    "finetune": finetune,        # E9: IGEBM Tab. 1
+    "compose": compose,          # E11: IGEBM §6, Fig. 10 (dSprites)
+    "large_data": large_data,    # E17, E18: ImageNet 32x32, CelebA-HQ 128, LSUN bedroom 128 (rows of inception)
+    "compose_celeba": compose_celeba,  # E19: ICD Tab. 3
+    "audit": audit,              # results/audit.md: every experiment's claims() + every paper number
 }

@@ -85,6 +85,38 @@ def ablation_table(runs: list[Run], paper_rows: list[dict], gap_bound: float, la
     return "\n".join(lines + settings_note(runs, switches) + metric_note(runs)) + "\n"
 
 
+def claims(params: dict, prefix: str) -> list:
+    """ICD Tab. 2 per row: IS and FID within tolerance, and stability (Yes / No) under params.yaml stability_rule."""
+    from ebm_repro.claims import judged_claim, missing, number_claim
+
+    setting, table = params["setting"], f"{prefix}results/tables/ablation.md"
+    rule, paper = C.stability_rule(params), paper_lookup("improved_cd_2021/ablation_table_2")
+    criterion = (f"stability rule: finished without abort and |E(x+) - E(x-)| <= {rule.gap_bound:g} over the last "
+                 f"{rule.late_frac:.0%} of training")
+    out = []
+    for r in params[BLOCK]["rows"]:
+        i, p = r["paper_row"], paper[r["paper_row"]]
+        tdir = Path(f"{prefix}results/train/{r['variant']}")
+        mpath = f"{prefix}results/metrics/{r['variant']}/single.json"
+        why = missing(table, mpath, *(tdir / n for n in ("train_log.csv", "train_summary.json", "config.yaml")))
+        run = None if why else load_run(tdir, Path(mpath))
+        on = ", ".join(name for k, name in FACTORS if p[k]) or "no component"
+        what, base = f"Tab. 2 row {i + 1} ({on})", f"improved_cd_2021/ablation_table_2/{i}"
+        scored = why or (None if run.metrics.get("IS_mean") is not None
+                         else f"{r['variant']} diverged at step {run.metrics['diverged']['step']} before a usable "
+                              f"checkpoint")
+        for kind in ("IS", "FID"):
+            got = None if scored else run.metrics["IS_mean" if kind == "IS" else kind]
+            out.append(number_claim(f"{base}/{kind}", f"{what}: {kind}", "ICD Tab. 2", p[kind], got, kind, table,
+                                    setting, scored))
+        v = run and stability_verdict(run, rule.gap_bound, rule.late_frac)
+        out.append(judged_claim(f"{base}/stable", f"{what}: training is {'stable' if p['stable'] else 'unstable'}",
+                                "ICD Tab. 2", "Yes" if p["stable"] else "No",
+                                v and ("Yes — " if v.stable else "No — ") + v.text, criterion,
+                                v and v.stable == p["stable"], table, setting, why))
+    return out
+
+
 def cmd_table_ablation(a) -> None:
     p = commands.load(a)
     rows, rule = p[BLOCK]["rows"], C.stability_rule(p)

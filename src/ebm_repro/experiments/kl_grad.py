@@ -29,22 +29,67 @@ def check(params: dict) -> None:
     C.check_variant(params, params[BLOCK]["variant"], "kl_grad.variant")
 
 
-def kl_grad_figure(run: Run, out_png: Path) -> dict:
-    """ICD Fig. 13: |grad L_CD| and |grad L_KL| (parameter-gradient norms) over training; returns a summary."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def grad_series(run: Run) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Logged steps, |grad L_CD|, |grad L_KL| and their ratio KL / CD (NaN where |grad L_CD| = 0)."""
     if not uses_kl(run.hp):
         raise ValueError(f"{run.variant}: L_KL is off (kl_opt_coeff = kl_ent_coeff = 0); Fig. 13 needs it on")
     pts = [(int(r["step"]), r["grad_cd"], r["grad_kl"]) for r in run.rows
            if r.get("grad_cd") is not None and r.get("grad_kl") is not None]
     if not pts:
         raise ValueError(f"{run.variant}: train_log.csv holds no grad_cd / grad_kl")
-    steps, cd, kl = zip(*pts)
-    ratio = [k / c if c > 0 else float("nan") for c, k in zip(cd, kl)]
-    finite = sorted(r for r in ratio if math.isfinite(r))
-    median = finite[len(finite) // 2] if finite else float("nan")
+    steps, cd, kl = map(list, zip(*pts))
+    return steps, cd, kl, [k / c if c > 0 else float("nan") for c, k in zip(cd, kl)]
+
+
+def median_of(xs: list[float]) -> float:
+    """Median of the finite values (upper median for an even count, as in the figure); NaN when none."""
+    finite = sorted(x for x in xs if math.isfinite(x))
+    return finite[len(finite) // 2] if finite else float("nan")
+
+
+def ratio_drift(ratio: list[float]) -> float:
+    """Median ratio over the later half of the logged steps / over the earlier half (1 = constant)."""
+    half = len(ratio) // 2
+    return median_of(ratio[half:]) / median_of(ratio[:half]) if half else float("nan")
+
+
+def claims(params: dict, prefix: str) -> list:
+    """ICD App. D.4 / Fig. 13: the L_KL gradient is non-negligible and its ratio to L_CD's stays constant."""
+    from ebm_repro.claims import judged_claim, missing
+
+    setting, fig = params["setting"], f"{prefix}results/figures/kl_grad.png"
+    crit = params["audit"]["kl_grad"]
+    tdir = Path(f"{prefix}results/train/{params[BLOCK]['variant']}")
+    why = missing(fig, *(tdir / n for n in ("train_log.csv", "train_summary.json", "config.yaml")))
+    med = drift = None
+    if not why:
+        ratio = grad_series(load_run(tdir))[3]
+        med, drift = median_of(ratio), ratio_drift(ratio)
+    why2 = why or (None if math.isfinite(drift) else "fewer than two finite grad_cd / grad_kl ratios in the log")
+    place = "ICD App. D.4, Fig. 13"
+    return [
+        judged_claim("qualitative/kl_grad/non_negligible", "the gradient of the KL objective is non-negligible",
+                     place, "non-negligible", None if why else f"median ratio {med:.3g}",
+                     f"median |grad L_KL| / |grad L_CD| over training >= {crit['min_median_ratio']:g} "
+                     "(params.yaml audit.kl_grad)", None if why else med >= crit["min_median_ratio"],
+                     fig, setting, why),
+        judged_claim("qualitative/kl_grad/constant_ratio",
+                     "relative magnitude of gradients of both training objectives remains constant across training",
+                     place, "constant", None if why2 else f"late / early median ratio {drift:.3g}",
+                     f"median ratio over the later half of the logged steps within x{crit['max_drift']:g} of the "
+                     "earlier half's (params.yaml audit.kl_grad)",
+                     None if why2 else 1 / crit["max_drift"] <= drift <= crit["max_drift"], fig, setting, why2),
+    ]
+
+
+def kl_grad_figure(run: Run, out_png: Path) -> dict:
+    """ICD Fig. 13: |grad L_CD| and |grad L_KL| (parameter-gradient norms) over training; returns a summary."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, cd, kl, ratio = grad_series(run)
+    median = median_of(ratio)
     fig, (a0, a1) = plt.subplots(2, 1, figsize=(6, 5.5), sharex=True, dpi=120)
     a0.plot(steps, cd, label="‖∇θ L_CD‖")
     lo = run.hp["loss"]

@@ -76,6 +76,57 @@ def stability_figure(runs: list[Run], labels: list[str], gap_bound: float, late_
     plt.close(fig)
 
 
+def expected_stable(hp: dict) -> bool:
+    """ICD §3.1 / Fig. 8: with L_KL training is stable; without it, only spectral norm without self-attention is."""
+    return uses_kl(hp) or (hp["model"]["spectral_norm"] and not hp["model"]["attention"])
+
+
+def paper_words(hp: dict) -> str:
+    """What ICD Fig. 8's caption says about a curve with this configuration."""
+    attn = hp["model"]["attention"]
+    if uses_kl(hp):
+        return "KL loss maintains an energy difference near 0" + (", even with self attention" if attn else "")
+    if not hp["model"]["spectral_norm"]:
+        return "without the KL loss term, EBM training quickly diverges" + (" (with self attention)" if attn else "")
+    if attn:
+        return "spectral normalization cannot be combined with self attention without destabilizing training"
+    return "spectral normalization prevents divergence of energies (without L_KL)"
+
+
+def claims(params: dict, prefix: str) -> list:
+    """ICD Fig. 8 per curve: stable or not as the paper says, under params.yaml stability_rule; IS rises with L_KL."""
+    from ebm_repro.claims import judged_claim, missing
+
+    setting, fig = params["setting"], f"{prefix}results/figures/stability.png"
+    rule = C.stability_rule(params)
+    criterion = (f"stability rule: finished without abort and |E(x+) - E(x-)| <= {rule.gap_bound:g} over the last "
+                 f"{rule.late_frac:.0%} of training")
+    out, kl_runs, whys = [], [], []
+    for c in params[BLOCK]["curves"]:
+        tdir = Path(f"{prefix}results/train/{c['variant']}")
+        why = missing(fig, *(tdir / n for n in ("train_log.csv", "train_summary.json", "config.yaml")))
+        run = None if why else load_run(tdir)
+        whys.append(why)
+        v = run and stability_verdict(run, rule.gap_bound, rule.late_frac)
+        want = run and expected_stable(run.hp)
+        words = paper_words(run.hp) if run else f"curve '{c['label']}'"
+        out.append(judged_claim(f"qualitative/stability/{c['variant']}", f"{words} (curve: {c['label']})",
+                                "ICD §3.1, Fig. 8", None if run is None else ("stable" if want else "unstable"),
+                                v and v.text, criterion, v and v.stable == want, fig, setting, why))
+        if run and uses_kl(run.hp):
+            kl_runs.append(run)
+    series = [r.series("eval_IS")[1] for r in kl_runs]
+    why = next((w for w in whys if w), None)
+    have = not why and bool(series) and all(len(s) >= 2 for s in series)
+    out.append(judged_claim(
+        "qualitative/stability/kl_is_rises", "Inception scores rapidly rise with KL loss", "ICD §3.1, Fig. 8",
+        "buffer IS rises", "; ".join(f"{r.variant}: {s[0]:.2f} -> {s[-1]:.2f}" for r, s in zip(kl_runs, series))
+        if have else None, "buffer IS at the last evaluation > at the first, every L_KL curve",
+        all(s[-1] > s[0] for s in series) if have else None, fig, setting,
+        why or "no L_KL curve with two buffer-IS evaluations (params.yaml train.eval_every)"))
+    return out
+
+
 def cmd_plot_stability(a) -> None:
     p = commands.load(a)
     curves, rule = p[BLOCK]["curves"], C.stability_rule(p)

@@ -15,6 +15,10 @@ LARGE_BLOCKS = ((1, 1, True), (1, 1, False), (1, 1, False),
                 (2, 4, True), (4, 4, False), (4, 4, False))
 # Paper Fig. 15b (unconditional): the same nine blocks, but the last stage stays at 2F = 256 channels.
 LARGE_BLOCKS_FIG15B = LARGE_BLOCKS[:6] + ((2, 2, True), (2, 2, False), (2, 2, False))
+# Code ResNet32Wider (train.py --dataset=imagenet, num_filters=256): a 3x3 stem to a fixed 128 channels, then the
+# Large layout from F (models.py: res_optim 128 -> F with a conv shortcut, res_3 F -> 2F, res_6 2F -> 4F).
+WIDER_STEM = 128
+WIDER_BLOCKS = LARGE_BLOCKS
 # Code ResNet32 (conditional CIFAR-10, Fig. 15a): down 128, 128, down 256, 256, down 256, 256.
 COND_BLOCKS = ((1, 1, True), (1, 1, False),
                (1, 2, True), (2, 2, False),
@@ -69,7 +73,7 @@ class IGEBMBlock(nn.Module):
 class IGEBMResNet(EnergyNet):
     """3x3 conv stem, residual blocks, ReLU, global sum pool, dense -> 1 (no spectral norm on the dense)."""
 
-    def __init__(self, cfg: ModelConfig, blocks: tuple[tuple[int, int, bool], ...]):
+    def __init__(self, cfg: ModelConfig, blocks: tuple[tuple[int, int, bool], ...], stem: int | None = None):
         super().__init__(cfg)
         # IGEBM nets have no attention/multiscale; Sec. 3.3: no activation normalisation (keeps LD samplable)
         require(cfg, attention=False, multiscale=False, norm="none", residual_skip=True)
@@ -78,8 +82,10 @@ class IGEBMResNet(EnergyNet):
             raise ValueError(f"model.image_size={cfg.image_size} must be divisible by {2 ** n_down} "
                              f"for arch {cfg.arch!r} ({n_down} 2x2 average-pool downsamplings)")
         f = cfg.width
-        self.stem = conv3x3(cfg.channels, f, cfg.spectral_norm, sn_init=cfg.sn_init)  # code `c1_pre`: conv + act
-        self.blocks = nn.ModuleList(IGEBMBlock(a * f, b * f, d, cfg) for a, b, d in blocks)
+        c_stem = f if stem is None else stem  # ResNet32Wider: a fixed 128-channel stem whatever F is
+        self.stem = conv3x3(cfg.channels, c_stem, cfg.spectral_norm, sn_init=cfg.sn_init)  # code `c1_pre`: conv + act
+        c_in = [c_stem] + [b * f for _, b, _ in blocks[:-1]]  # each block's input: the previous block's output
+        self.blocks = nn.ModuleList(IGEBMBlock(c, b * f, d, cfg) for c, (_, b, d) in zip(c_in, blocks))
         # code `fc5`: spec_norm=False; the paper: "spectral normalization on all layers" (model.spectral_norm_head)
         self.head = linear(blocks[-1][1] * f, 1, cfg.spectral_norm_head, sn_init=cfg.sn_init, head_init=cfg.head_init)
         self.act = make_activation(cfg.activation)
@@ -100,6 +106,11 @@ def resnet32_large(cfg: ModelConfig) -> IGEBMResNet:
 def resnet32_large_fig15b(cfg: ModelConfig) -> IGEBMResNet:
     """Unconditional net as the paper draws it (Fig. 15b: 128 -> 256 -> 256), for preset paper_text."""
     return IGEBMResNet(cfg, LARGE_BLOCKS_FIG15B)
+
+
+def resnet32_wider(cfg: ModelConfig) -> IGEBMResNet:
+    """Unconditional ImageNet 32x32 net of the code (ResNet32Wider): about 74M parameters at width 256."""
+    return IGEBMResNet(cfg, WIDER_BLOCKS, stem=WIDER_STEM)
 
 
 def resnet32(cfg: ModelConfig) -> IGEBMResNet:
