@@ -243,6 +243,11 @@ class RuntimeConfig:
     # torchvision: the per-image v2 transform on the CPU (reference); batched: the same distribution, one batched
     # draw on the training device (augment.batched_augment; a different random stream)
     augment: str = field(default="torchvision", metadata={"schema": {"enum": ["torchvision", "batched"]}})
+    # processes (GPUs of one node) of the train rule: > 1 launches torchrun + DDP; train.batch_size stays global
+    n_gpus: int = field(default=1, metadata={"schema": {"type": "integer", "minimum": 1}})
+    # per_rank: one replay buffer and random stream per rank (ICD code); shared: every rank draws the whole batch's
+    # chains from one buffer and stream and keeps its rows (= one process up to float rounding; for tests)
+    ddp_buffer: str = field(default="per_rank", metadata={"schema": {"enum": ["per_rank", "shared"]}})
 
     def result_keys(self) -> dict:
         """The switches that change results (non-default values only, so the reference path's hash is unchanged)."""
