@@ -44,9 +44,10 @@ def cmd_train(a) -> None:
     from ebm_repro.train import train
 
     cfg = C.resolve(_params(a), a.variant)
-    summary = train(cfg, Path(a.data), Path(a.out), device=a.device,
+    summary = train(cfg, Path(a.data), Path(a.out), device=a.device, stop_after=a.stop_after,
                     feature_net=Path(a.feature_net) if a.feature_net else None)
-    print(json.dumps(summary, indent=1, default=str))
+    if "rank" not in summary:  # under torchrun only rank 0 reports (Trainer.finish)
+        print(json.dumps(summary, indent=1, default=str))
 
 
 def cmd_sample(a) -> None:
@@ -170,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--" + arg.replace("_", "-"), required=True)
         if name == "train":
             sp.add_argument("--feature-net", help="feature network for train.eval_every > 0")
+            sp.add_argument("--stop-after", type=int, metavar="STEPS",
+                            help="stop after this many more steps (resumable from the last multiple of "
+                                 "train.ckpt_every); default: train to train.n_iters")
         if name == "import-checkpoint":
             from ebm_repro.authors import SOURCES
             sp.add_argument("--source", required=True, choices=sorted(SOURCES),
