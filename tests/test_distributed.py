@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -216,3 +217,22 @@ def test_resharding_rule_for_a_changed_world_size():
     one = {k: v for k, v in s.items() if k != "ranks"}  # a one-process checkpoint (written before DDP existed)
     got = pick(1, 2, ckpt=one)
     assert got["buffer"]["data"].eq(0).all() and (got["data_g"], got["rng"]) == ("fresh_g", "fresh_r")
+
+
+# ----------------------------------------------------------------------------- test-time sampling
+def test_two_ranks_sample_exactly_the_one_process_samples_in_order(work, one_process):
+    """Chunks seeded by (seed, chunk index): 3 chunks over 2 ranks (2 + 1) gathered in order = one process."""
+    p = yaml.safe_load((work / f"shared_{N_EQ}.yaml").read_text())
+    p["settings"]["smoke"]["metrics"]["n_samples"] = 20  # n_chains 8: 3 chunks, the last one cut to 4
+    (work / "sample.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    got = {}
+    for nproc in (1, 2):
+        out = work / f"samples_{nproc}.npz"
+        run(["sample", "--params", str(work / "sample.yaml"), "--variant", VARIANT, "--mode", "single",
+             "--model", str(work / "ref1" / "model.pt"), "--out", str(out), "--threads", "1"], nproc, work)
+        got[nproc] = np.load(out)
+    assert got[1]["images"].shape == (20, 32, 32, 3)
+    assert np.array_equal(got[1]["images"], got[2]["images"])
+    assert np.array_equal(got[1]["labels"], got[2]["labels"])
+    chunks = got[1]["images"].reshape(20, -1).astype(int)
+    assert (chunks[:8].mean() != chunks[8:16].mean()), "chunks must be different draws, not one seed reused"

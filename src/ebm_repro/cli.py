@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -67,6 +68,8 @@ def cmd_sample(a) -> None:
         if not usable:
             scored = None
     if div and scored is None:
+        if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone writes
+            return
         print(f"variant {a.variant} diverged ({div['reason']}) before any checkpoint usable for mode {a.mode}; "
               f"writing no samples")
         images = np.zeros((0, cfg.hp.model.image_size, cfg.hp.model.image_size, cfg.hp.model.channels), np.uint8)
@@ -74,7 +77,10 @@ def cmd_sample(a) -> None:
     else:
         if div:
             print(f"variant {a.variant} diverged ({div['reason']}); sampling its {scored}")
-        images, labels = generate(cfg, Path(a.model), a.mode, n, device=a.device, seed=cfg.hp.train.seed)
+        out = generate(cfg, Path(a.model), a.mode, n, device=a.device, seed=cfg.hp.train.seed)
+        if out is None:  # a rank > 0 under torchrun: rank 0 gathered its samples and writes them
+            return
+        images, labels = out
     imported = meta.get("imported")  # an authors' checkpoint (ebm_repro.authors): where it came from
     info = dict(variant=a.variant, mode=a.mode, train_step=meta["step"], diverged=div, scored=scored,
                 config=cfg.to_dict(),
