@@ -58,3 +58,36 @@ def test_a_failed_job_prints_its_log_and_the_fix_under_the_error(tmp_path):
     assert "Fix: delete data/cifar10/raw/cifar-10-python.tar.gz" in tail
     assert len(tail.splitlines()) < 30  # the whole story fits one screen below the error
     shutil.rmtree(repo / "data")
+
+
+def test_runtime_n_gpus_launches_torchrun_on_one_node_with_n_gpus(tmp_path):
+    """runtime.n_gpus 4: train_model and sample_model run torchrun with 4 processes and ask sbatch for 4 GPUs
+    on one node; n_gpus 1 (the default, test above) keeps `python -m ebm_repro` and one GPU."""
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+    import yaml
+
+    repo = copy_repo(tmp_path)
+    p = yaml.safe_load((repo / "params.yaml").read_text())
+    p["runtime"]["paper"]["n_gpus"] = 4
+    (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    out = run([str(BIN / "snakemake"), "--profile", SLURM, "-n", "--forceall", "results/tables/inception.md"],
+              cwd=repo).stdout
+    launch = "-m torch.distributed.run --standalone --nproc-per-node 4 -m ebm_repro"
+    assert f"{launch} train --setting paper" in out and f"{launch} sample --setting paper" in out
+    assert "python -m ebm_repro train" not in out.replace(launch, "")
+    for rule in ("train_model", "sample_model"):
+        res = _job_resources(out, rule)
+        assert (res["gpu"], res["nodes"]) == ("4", "1")
+
+    class Resources(SimpleNamespace):
+        def get(self, key, default=None):
+            return getattr(self, key, default)
+
+    res = _job_resources(out, "train_model")
+    job = SimpleNamespace(threads=8, resources=Resources(**{k: int(res[k]) for k in
+                                                           ("gpu", "nodes", "runtime", "mem_mb", "cpus_per_task")}))
+    call = get_submit_command(job, dict(run_uuid="u", slurm_logfile="l", comment_str="c", account="",
+                                        partition="", workdir="/w")) + set_gres_string(job)
+    for flag in ("--nodes=1", "--gpus=4"):
+        assert flag in call, call

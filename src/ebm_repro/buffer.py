@@ -23,18 +23,32 @@ def compress(x: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 def decompress(k: torch.Tensor, mode: str, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Buffer read: code = k/256 + U(0, 1/256) (decompress_x_mod: a 255/256 darkening per round trip); round = k/255."""
+    """Buffer read: code = k/256 + U(0, 1/256) (decompress_x_mod: a 255/256 darkening per round trip); round = k/255.
+
+    The U(0, 1) draw comes from `generator` (a CPU one) whatever k's device, so a device-resident buffer reads
+    the same numbers as a CPU one.
+    """
     if mode == "code":
-        return (k.float() + torch.rand(k.shape, generator=generator)) / 256.0
+        return (k.float() + _to(torch.rand(k.shape, generator=generator), k.device)) / 256.0
     return from_uint8(k)
 
 
-class ReplayBuffer:
-    """Fixed-size store of past chain ends; FIFO ring or reservoir replacement."""
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on `device` without waiting for the device (no-op on the CPU)."""
+    return t if t.device == device else t.to(device, non_blocking=True)
 
-    def __init__(self, cfg: BufferConfig, shape: tuple[int, ...], generator: torch.Generator | None = None):
+
+class ReplayBuffer:
+    """Fixed-size store of past chain ends; FIFO ring or reservoir replacement.
+
+    The rows live on `device` (runtime.data_on_device); every random draw comes from the CPU `generator`, so the
+    buffer's contents and draws are the same on any device.
+    """
+
+    def __init__(self, cfg: BufferConfig, shape: tuple[int, ...], generator: torch.Generator | None = None,
+                 device: torch.device | str = "cpu"):
         self.cfg, self.shape = cfg, tuple(shape)
-        self.data = torch.zeros((cfg.size, *shape), dtype=torch.uint8)  # (N, C, H, W)
+        self.data = torch.zeros((cfg.size, *shape), dtype=torch.uint8, device=device)  # (N, C, H, W)
         self.count = 0      # items currently stored
         self.n_seen = 0     # items ever pushed (reservoir sampling needs it)
         self.next = 0       # FIFO write position
@@ -45,20 +59,24 @@ class ReplayBuffer:
 
     def push(self, x: torch.Tensor) -> None:
         """Add a batch of samples (B, *shape) in [0, 1]."""
-        x = compress(x.cpu(), self.cfg.quantize)
-        for item in x:  # per item: reservoir decisions are per sample
+        k = compress(x.to(self.data.device), self.cfg.quantize)                 # (B, *shape) uint8
+        dest = {}  # row -> index of the item written there last (a later item overwrites an earlier one)
+        for i in range(len(k)):  # per item: reservoir decisions are per sample
             self.n_seen += 1
             if self.count < self.cfg.size:
-                self.data[self.count] = item
+                dest[self.count] = i
                 self.count += 1
                 self.next = self.count % self.cfg.size
             elif self.cfg.reservoir:
                 j = int(torch.randint(0, self.n_seen, (1,), generator=self.g))
                 if j < self.cfg.size:
-                    self.data[j] = item
+                    dest[j] = i
             else:
-                self.data[self.next] = item
+                dest[self.next] = i
                 self.next = (self.next + 1) % self.cfg.size
+        if dest:  # one indexed write; rows are distinct, so the order of writes cannot matter
+            rows, items = torch.tensor(list(dest)), torch.tensor(list(dest.values()))
+            self.data[_to(rows, self.data.device)] = k[_to(items, self.data.device)]
 
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """n chain starts: buffer samples with a reinit_frac share (and any shortfall) from U(0, 1).
@@ -68,20 +86,21 @@ class ReplayBuffer:
         fresh = torch.rand(n, generator=self.g) < self.cfg.reinit_frac
         if self.count < n:  # the buffer is still filling: start from noise
             fresh[:] = True
-        x = torch.rand((n, *self.shape), generator=self.g)
+        dev = self.data.device
+        x = _to(torch.rand((n, *self.shape), generator=self.g), dev)            # (n, *shape) on the buffer's device
         if self.count >= n:
             idx = torch.randint(0, self.count, (n,), generator=self.g)
-            stored = decompress(self.data[idx], self.cfg.quantize, self.g)
-            x = torch.where(fresh.view(-1, *[1] * len(self.shape)), x, stored)
-        return x, fresh
+            stored = decompress(self.data[_to(idx, dev)], self.cfg.quantize, self.g)
+            x = torch.where(_to(fresh, dev).view(-1, *[1] * len(self.shape)), x, stored)
+        return x, fresh  # fresh stays on the CPU: callers index with it without waiting for the device
 
     def recent(self, n: int) -> torch.Tensor:
         """n random stored samples (ICD's bank B for the nearest-neighbour entropy), float."""
         idx = torch.randint(0, max(self.count, 1), (min(n, self.count),), generator=self.g)
-        return decompress(self.data[idx], self.cfg.quantize, self.g)
+        return decompress(self.data[_to(idx, self.data.device)], self.cfg.quantize, self.g)
 
     def state_dict(self) -> dict:
-        return {"data": self.data[: self.count].clone(), "count": self.count, "n_seen": self.n_seen,
+        return {"data": self.data[: self.count].cpu().clone(), "count": self.count, "n_seen": self.n_seen,
                 "next": self.next, "g": self.g.get_state()}
 
     def load_state_dict(self, s: dict) -> None:
@@ -89,6 +108,6 @@ class ReplayBuffer:
             raise ValueError(f"buffer state of shape {tuple(s['data'].shape)} does not fit a buffer "
                              f"of size {self.cfg.size} x {self.shape}")
         self.data.zero_()
-        self.data[: s["count"]] = s["data"]
+        self.data[: s["count"]] = s["data"].to(self.data.device)
         self.count, self.n_seen, self.next = s["count"], s["n_seen"], s["next"]
         self.g.set_state(s["g"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -44,9 +45,10 @@ def cmd_train(a) -> None:
     from ebm_repro.train import train
 
     cfg = C.resolve(_params(a), a.variant)
-    summary = train(cfg, Path(a.data), Path(a.out), device=a.device,
+    summary = train(cfg, Path(a.data), Path(a.out), device=a.device, stop_after=a.stop_after,
                     feature_net=Path(a.feature_net) if a.feature_net else None)
-    print(json.dumps(summary, indent=1, default=str))
+    if "rank" not in summary:  # under torchrun only rank 0 reports (Trainer.finish)
+        print(json.dumps(summary, indent=1, default=str))
 
 
 def cmd_sample(a) -> None:
@@ -66,6 +68,8 @@ def cmd_sample(a) -> None:
         if not usable:
             scored = None
     if div and scored is None:
+        if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone writes
+            return
         print(f"variant {a.variant} diverged ({div['reason']}) before any checkpoint usable for mode {a.mode}; "
               f"writing no samples")
         images = np.zeros((0, cfg.hp.model.image_size, cfg.hp.model.image_size, cfg.hp.model.channels), np.uint8)
@@ -73,7 +77,10 @@ def cmd_sample(a) -> None:
     else:
         if div:
             print(f"variant {a.variant} diverged ({div['reason']}); sampling its {scored}")
-        images, labels = generate(cfg, Path(a.model), a.mode, n, device=a.device, seed=cfg.hp.train.seed)
+        out = generate(cfg, Path(a.model), a.mode, n, device=a.device, seed=cfg.hp.train.seed)
+        if out is None:  # a rank > 0 under torchrun: rank 0 gathered its samples and writes them
+            return
+        images, labels = out
     imported = meta.get("imported")  # an authors' checkpoint (ebm_repro.authors): where it came from
     info = dict(variant=a.variant, mode=a.mode, train_step=meta["step"], diverged=div, scored=scored,
                 config=cfg.to_dict(),
@@ -170,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--" + arg.replace("_", "-"), required=True)
         if name == "train":
             sp.add_argument("--feature-net", help="feature network for train.eval_every > 0")
+            sp.add_argument("--stop-after", type=int, metavar="STEPS",
+                            help="stop after this many more steps (resumable from the last multiple of "
+                                 "train.ckpt_every); default: train to train.n_iters")
         if name == "import-checkpoint":
             from ebm_repro.authors import SOURCES
             sp.add_argument("--source", required=True, choices=sorted(SOURCES),

@@ -227,6 +227,35 @@ class RecipeConfig:
 
 
 @dataclass(frozen=True)
+class RuntimeConfig:
+    """How the hot path runs (train.py, generate.py, augment.py; docs/speed.md), not what it computes.
+
+    Exact switches give the same numbers as the reference; `channels_last` and `compile` the same maths to float
+    rounding (parity tests: tests/test_fast_path.py). Switches that change results (`precision` other than fp32,
+    `augment: batched`) enter the training hash (RunConfig.training_hash). Defaults = the reference path.
+    """
+    data_on_device: bool = False     # exact: dataset (uint8) and replay buffer live on the training device
+    host_sync: str = field(default="step", metadata={"schema": {"enum": ["step", "log"]}})  # exact: read losses at log steps
+    channels_last: bool = False      # same maths: NHWC weights/activations (chains keep NCHW, so noise is unchanged)
+    compile: bool = False            # same maths: torch.compile of the energy for the Langevin steps without a graph
+    # fp32: true fp32 (TF32 off on GPUs); tf32 / bf16: the Langevin energy-gradient steps in TF32 / bf16 autocast
+    precision: str = field(default="fp32", metadata={"schema": {"enum": ["fp32", "tf32", "bf16"]}})
+    # torchvision: the per-image v2 transform on the CPU (reference); batched: the same distribution, one batched
+    # draw on the training device (augment.batched_augment; a different random stream)
+    augment: str = field(default="torchvision", metadata={"schema": {"enum": ["torchvision", "batched"]}})
+    # processes (GPUs of one node) of the train rule: > 1 launches torchrun + DDP; train.batch_size stays global
+    n_gpus: int = field(default=1, metadata={"schema": {"type": "integer", "minimum": 1}})
+    # per_rank: one replay buffer and random stream per rank (ICD code); shared: every rank draws the whole batch's
+    # chains from one buffer and stream and keeps its rows (= one process up to float rounding; for tests)
+    ddp_buffer: str = field(default="per_rank", metadata={"schema": {"enum": ["per_rank", "shared"]}})
+
+    def result_keys(self) -> dict:
+        """The switches that change results (non-default values only, so the reference path's hash is unchanged)."""
+        return {k: v for k, v in (("precision", self.precision), ("augment", self.augment))
+                if v != getattr(RuntimeConfig, k)}
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     n_samples: int = _pos()
     n_splits: int = _pos()
@@ -245,6 +274,7 @@ class RunConfig:
     prefix: str
     hp: RecipeConfig
     metrics: MetricsConfig
+    runtime: RuntimeConfig = RuntimeConfig()   # params.yaml runtime[setting]; the reference path by default
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -260,6 +290,8 @@ class RunConfig:
         d.pop("test_sampling")
         d.pop("metrics")
         d.update(dataset=self.dataset, recipe=self.recipe)
+        if self.runtime.result_keys():  # runtime switches that change results (none on the reference path)
+            d["runtime"] = self.runtime.result_keys()
         return stable_hash(d, 16)
 
 
@@ -407,7 +439,7 @@ def core_schema() -> dict:
         "title": "ebm-repro params.yaml",
         "type": "object",
         "additionalProperties": False,
-        "required": ["setting", "preset", "recipes", "presets", "variants", "settings", "stability_rule"],
+        "required": ["setting", "preset", "recipes", "presets", "variants", "settings", "stability_rule", "runtime"],
         "properties": {
             "setting": {"enum": ["paper", "smoke"]},
             "preset": {"enum": list(PRESETS)},
@@ -449,6 +481,10 @@ def core_schema() -> dict:
                 } for s in ("paper", "smoke")},
             },
             "stability_rule": dataclass_schema(StabilityRule),
+            # how the hot path runs in each setting (RuntimeConfig); paper: every key, smoke: overrides
+            "runtime": {"type": "object", "additionalProperties": False, "required": ["paper"], "properties": {
+                "paper": {**dataclass_schema(RuntimeConfig), "required": [f.name for f in dataclasses.fields(RuntimeConfig)]},
+                "smoke": dataclass_schema(RuntimeConfig, partial=True)}},
         },
     }
 
@@ -499,4 +535,5 @@ def resolve(params: dict, variant: str, setting: str | None = None, preset: str 
     dataset = s.get("stand_ins", {}).get(dataset, dataset)
     return RunConfig(setting=setting, preset=preset, variant=variant, recipe=v["recipe"],
                      dataset=dataset, prefix=s["prefix"], hp=from_dict(RecipeConfig, d),
-                     metrics=from_dict(MetricsConfig, s["metrics"]))
+                     metrics=from_dict(MetricsConfig, s["metrics"]),
+                     runtime=build_setting_block(RuntimeConfig, params, "runtime", setting))

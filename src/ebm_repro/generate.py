@@ -8,21 +8,27 @@ Images come in chunks of ts.n_chains; each chunk runs ts.n_iters iterations of t
 - persistent_buffer (ICD code): the same, but ONE buffer lives across all chunks; drawn chains are augmented
   (crop, flip, jitter, grayscale, blur), and the last iterations refine fixed slices of the buffer instead.
 The last ts.final_iters_fixed iterations (`nomix`) make no resets, label redraws or augmentation.
+
+`generate` seeds every chunk from (seed, chunk index), so under torchrun (one contiguous block of chunks per rank,
+gathered on rank 0 in chunk order) the fresh_chains and chunk_buffer protocols give exactly the one-process
+samples; persistent_buffer keeps one buffer per rank across that rank's chunks (another sample set, same law).
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from ebm_repro import checkpoint as ck
+from ebm_repro import distributed as D
 from ebm_repro.augment import Blur, make_augment
 from ebm_repro.config import RunConfig, SamplerConfig, TestSamplingConfig
 from ebm_repro.models import make_model
+from ebm_repro.runtime import HotPath, prepare_model, set_matmul_precision
 from ebm_repro.sampling import make_langevin
 from ebm_repro.train import pick_device
 
@@ -82,8 +88,10 @@ class ChainStore:
         pos = torch.arange(len(idx), device=idx.device)
         last = torch.full((len(self),), -1, dtype=torch.long, device=idx.device)
         last.scatter_reduce_(0, idx, pos, reduce="amax")      # (N,): position of the last write to each row
-        rows = (last >= 0).nonzero().squeeze(1)
-        self.x[rows], self.y[rows] = x[last[rows]], y[last[rows]]
+        hit, src = last >= 0, last.clamp(min=0)
+        # a select over all rows rather than indexing the hit rows: no wait for the device to count them
+        self.x = torch.where(hit.view(-1, *[1] * (x.dim() - 1)), x[src], self.x)
+        self.y = torch.where(hit, y[src], self.y)
 
 
 def _noise(n: int, shape: tuple[int, ...], n_classes: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +116,8 @@ def _perturb(ts: TestSamplingConfig, x: torch.Tensor, y: torch.Tensor, n_classes
         if ts.quantize == "code":
             # the code's transform reads each chain through PIL: np.array(im * 255, dtype=uint8), i.e. floor
             x = (x * 255).clamp(0, 255).floor() / 255
-        x = augment(x.cpu()).to(x.device)
+        # the reference transform runs on the CPU; the batched one (runtime.augment) where the chains are
+        x = augment(x) if getattr(augment, "on_device", False) else augment(x.cpu()).to(x.device)
     return x, y
 
 
@@ -144,14 +153,26 @@ def _buffer_chunk(ts, refine: Refine, store: ChainStore, shape, n_classes, augme
         store.write(idx, refine(x0, y0 if n_classes else None, it), y0)
 
 
+def chunk_seed(seed: int, chunk: int) -> int:
+    """The torch seed of chunk `chunk` (independent streams per chunk, whichever process samples it)."""
+    return int(np.random.SeedSequence([seed, chunk]).generate_state(1)[0])
+
+
 def sample_chunks(ts: TestSamplingConfig, refine: Refine, n_chunks: int, shape: tuple[int, ...], n_classes: int,
                   augment: Callable[[torch.Tensor], torch.Tensor] | None, device="cpu",
-                  progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ts.protocol for n_chunks chunks; return samples (n_chunks * n_chains, *shape) float and labels."""
+                  progress: Callable[[int], None] | None = None, chunks: Sequence[int] | None = None,
+                  seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ts.protocol for n_chunks chunks; return samples (n_chunks * n_chains, *shape) float and labels.
+
+    `chunks`: the chunk indices to run (default all n_chunks); `seed`: reseed torch with chunk_seed(seed, c) before
+    each chunk c (default: one stream, as seeded by the caller).
+    """
     if ts.protocol not in PROTOCOLS:
         raise ValueError(f"test_sampling.protocol: unknown {ts.protocol!r}; choose one of {PROTOCOLS}")
     out_x, out_y, store = [], [], ChainStore()
-    for c in range(n_chunks):
+    for c in range(n_chunks) if chunks is None else chunks:
+        if seed is not None:
+            torch.manual_seed(chunk_seed(seed, c))
         if ts.protocol == "fresh_chains":
             x, y = _fresh_chunk(ts, refine, shape, n_classes, augment, device)
         else:
@@ -163,32 +184,55 @@ def sample_chunks(ts: TestSamplingConfig, refine: Refine, n_chunks: int, shape: 
         out_y.append(y.detach().cpu().clone())
         if progress:
             progress(c)
+    if not out_x:  # a rank with no chunk (more processes than chunks)
+        return torch.zeros((0, *shape)), torch.zeros((0,), dtype=torch.long)
     return torch.cat(out_x), torch.cat(out_y)
 
 
 def generate(cfg: RunConfig, model_path: Path, mode: str, n_samples: int, device: str = "auto",
-             seed: int = 0, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Return (images uint8 (N, H, W, C), labels int64 (N,), -1 for unconditional)."""
+             seed: int = 0, progress: bool = True) -> tuple[np.ndarray, np.ndarray] | None:
+    """Return (images uint8 (N, H, W, C), labels int64 (N,), -1 for unconditional).
+
+    Under torchrun each rank samples a contiguous block of chunks; rank 0 returns them all in chunk order, the
+    other ranks None.
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
-    dev = pick_device(device)
+    d = D.from_env(pick_device(device))
+    try:
+        return _generate(cfg, model_path, mode, n_samples, device, seed, progress, d)
+    finally:
+        D.close(d)
+
+
+def _generate(cfg: RunConfig, model_path: Path, mode: str, n_samples: int, device: str, seed: int,
+              progress: bool, d: D.Dist) -> tuple[np.ndarray, np.ndarray] | None:
+    dev, rt = D.device_of(d, pick_device(device)), cfg.runtime
+    set_matmul_precision(rt, dev)
     ts, m = cfg.hp.test_sampling, cfg.hp.model
-    nets = load_models(cfg, model_path, mode, dev)
+    hot = [HotPath(prepare_model(net, rt), rt, dev) for net in load_models(cfg, model_path, mode, dev)]
     langevin = make_langevin(SamplerConfig(n_steps=ts.steps_per_iter, step_size=ts.step_size,
                                            noise_std=ts.noise_std, grad_clip=ts.grad_clip, clamp=True))
 
     def refine(x: torch.Tensor, y: torch.Tensor | None, it: int) -> torch.Tensor:
-        net = nets[it % len(nets)]  # IGEBM code: model_index = curr_index % len(X_finals), round-robin per chunk
-        return langevin(lambda z: net(z, y), x).x
+        net = hot[it % len(hot)]  # IGEBM code: model_index = curr_index % len(X_finals), round-robin per chunk
+        with net.chain_scope():
+            return langevin(lambda z: net.energy(z, y), x).x
 
     augment = None
     if ts.augment_every_iter and cfg.hp.augment.enabled:
         augment = make_augment(cfg.hp.augment, m.image_size,
-                               Blur(ts.blur_p, ts.blur_kernel, ts.blur_sigma_min, ts.blur_sigma_max))
-    torch.manual_seed(seed)
+                               Blur(ts.blur_p, ts.blur_kernel, ts.blur_sigma_min, ts.blur_sigma_max),
+                               batched=rt.augment == "batched")
     n_chunks = math.ceil(n_samples / ts.n_chains)
-    report = (lambda c: print(f"[{cfg.variant}/{mode}] chunk {c + 1}/{n_chunks}", flush=True)) if progress else None
+    per = math.ceil(n_chunks / d.world)
+    mine = range(d.rank * per, min(n_chunks, (d.rank + 1) * per))   # this rank's chunks (all of them: 1 process)
+    report = ((lambda c: print(f"[{cfg.variant}/{mode}] chunk {c + 1}/{n_chunks}", flush=True))
+              if progress and d.main else None)
     x, y = sample_chunks(ts, refine, n_chunks, (m.channels, m.image_size, m.image_size), m.n_classes, augment,
-                         dev, report)
-    images = quantize_output(x, ts.quantize).permute(0, 2, 3, 1)[:n_samples].numpy()
-    return images, y[:n_samples].long().numpy()
+                         dev, report, chunks=mine, seed=seed)
+    parts = D.gather_objects(d, (quantize_output(x, ts.quantize), y.long()))  # uint8 (n, C, H, W), (n,)
+    if parts is None:
+        return None
+    images = torch.cat([p[0] for p in parts]).permute(0, 2, 3, 1)[:n_samples].numpy()
+    return images, torch.cat([p[1] for p in parts])[:n_samples].numpy()

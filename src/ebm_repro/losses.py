@@ -61,7 +61,7 @@ class LossTerms:
     main: torch.Tensor      # L_CD or L_ML
     reg: torch.Tensor       # alpha * L2 regulariser
     kl: torch.Tensor        # ICD L_KL = coefficient-weighted L_opt + L_ent (0 when off)
-    parts: dict = field(default_factory=dict)  # floats of the active L_KL terms, for the training log
+    parts: dict = field(default_factory=dict)  # the active L_KL terms (0-dim, detached), for the training log
 
     @property
     def total(self) -> torch.Tensor:
@@ -82,10 +82,10 @@ def training_loss(lc: LossConfig, model: nn.Module, energy: Callable[[torch.Tens
     if lc.kl_opt_coeff > 0:
         with frozen(model):
             opt = kl_opt_loss(energy(x_kl))
-        parts["loss_kl_opt"] = float(opt.detach())
+        parts["loss_kl_opt"] = opt.detach()  # read at log steps only (runtime.host_sync)
         kl = kl + lc.kl_opt_coeff * opt
     if lc.kl_ent_coeff > 0 and bank is not None:
         ent = entropy_loss(x_kl, bank())
-        parts["loss_ent"] = float(ent.detach())
+        parts["loss_ent"] = ent.detach()
         kl = kl + lc.kl_ent_coeff * ent
     return LossTerms(main, reg, kl, parts)

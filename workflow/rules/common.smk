@@ -49,6 +49,17 @@ def sampling_hash(wildcards):
     return run_config(wildcards.variant).hash("test_sampling")
 
 
+def n_gpus(wildcards):
+    """runtime.n_gpus: processes (GPUs of one node) of a variant's training and sampling jobs."""
+    return run_config(wildcards.variant).runtime.n_gpus
+
+
+def launcher(wildcards):
+    """`python -m ebm_repro`, or torchrun with runtime.n_gpus processes on one node (DDP; README "Multi-GPU")."""
+    n = n_gpus(wildcards)
+    return CLI if n == 1 else f"{PY} -m torch.distributed.run --standalone --nproc-per-node {n} -m ebm_repro"
+
+
 def eval_every(wildcards):
     """Periodic buffer IS/FID during training (stability curves) needs the feature network as input."""
     return run_config(wildcards.variant).hp.train.eval_every

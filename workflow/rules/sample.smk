@@ -8,11 +8,12 @@ rule sample_model:
         f"{PREFIX}logs/sample_{{variant}}_{{mode}}.log",
     params:
         sampling_hash=sampling_hash,
+        cli=launcher,  # torchrun when runtime.n_gpus > 1: chunks sharded over the ranks
     threads: THREADS
     resources:
-        gpu=1,
+        gpu=n_gpus,
     shell:
-        "{CLI} sample {ARGS} --threads {threads} --variant {wildcards.variant} --mode {wildcards.mode} "
+        "{params.cli} sample {ARGS} --threads {threads} --variant {wildcards.variant} --mode {wildcards.mode} "
         "--model {input.model} --out {output} > {log} 2>&1"
 
 

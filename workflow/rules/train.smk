@@ -16,9 +16,10 @@ rule train_model:
         out=lambda w, output: outdir(output.model),
         training_hash=training_hash,
         feature_net=lambda w, input: f"--feature-net {input.feature_net}" if eval_every(w) else "",
+        cli=launcher,  # torchrun when runtime.n_gpus > 1
     threads: THREADS
     resources:
-        gpu=1,
+        gpu=n_gpus,  # runtime.n_gpus GPUs on one node (SLURM profile: --gpus=N --nodes=1)
     shell:
-        "{CLI} train {ARGS} --threads {threads} --variant {wildcards.variant} "
+        "{params.cli} train {ARGS} --threads {threads} --variant {wildcards.variant} "
         "--data {params.data} --out {params.out} {params.feature_net} > {log} 2>&1"

@@ -80,7 +80,7 @@ def _params_for(job: dict, params: dict, setting: str) -> list[str]:
         return ["compose"]
     if rule == "time_truncation_steps":
         return ["truncation", "preset", "recipes.icd",
-                *[f"variants.{r['variant']}" for r in params["truncation"]["rows"]], f"settings.{setting}"]
+                *[f"variants.{r['variant']}" for r in params["truncation"]["rows"]], f"settings.{setting}", "runtime"]
     own = {"plot_low_temperature": ("low_temperature", ("ours", "baseline")),
            "plot_aug_chains": ("aug_chains", ("variant",)), "plot_neighbours": ("neighbours", ())}
     if rule in own:  # qualitative figures: their block, and the named variants' test-time sampling / augmentation
@@ -106,7 +106,7 @@ def _params_for(job: dict, params: dict, setting: str) -> list[str]:
     if "variant" in wc:
         recipe = params["variants"][wc["variant"]]["recipe"]
         return ["preset", f"recipes.{recipe}", "presets", f"variants.{wc['variant']}",
-                f"settings.{setting}"]
+                f"settings.{setting}", "runtime"]   # runtime: precision / augment change results
     return ["preset", "inception", f"settings.{setting}.metrics"]
 
 
