@@ -199,7 +199,7 @@ def write_figure(preds: dict[str, np.ndarray], stats: dict[str, dict], probes: d
         ax.plot(*nxt, "kx", ms=6)
         ax.set(xlabel="candidate x", ylabel="candidate y", title=f"{LABELS[k]}: E - E(true next)\n(one test window; x = truth)")
         ax.title.set_fontsize(8)
-        fig.colorbar(im, ax=ax, shrink=0.8)
+        fig.colorbar(im, ax=ax, shrink=0.8).set_label("E - E(true next)", fontsize=7)
     for ax in axes[1, 3 + len(ebms):]:
         ax.axis("off")
     fig.suptitle(f"Particle rollouts and energies ({setting} setting): diagnosis of IGEBM Fig. 9 / §5.1", fontsize=10)

@@ -202,8 +202,8 @@ def write_figure(runs: dict[str, Curve], refs: dict[str, np.ndarray], cfg: Parti
     ax.set_xlabel("rollout step")
     ax.set_ylabel("MSE (box units$^2$)")
     n_seeds = next(iter(runs.values())).per_seed.shape[0]
-    ax.set_title(f"Particle rollouts ({setting}): mean ± SE, {n_seeds} seeds x {cfg.data.n_test} test traj.",
-                 fontsize=9)
+    ax.set_title(f"Particle rollouts, IGEBM Fig. 9 analogue ({setting}):\nmean ± SE, {n_seeds} seeds x "
+                 f"{cfg.data.n_test} test trajectories", fontsize=9)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
