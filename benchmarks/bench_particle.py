@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from ebm_repro.config import load_params
-from ebm_repro.particle.config import particle_config
-from ebm_repro.particle.evaluate import make_predictor, rollout
-from ebm_repro.particle.models import build_model
-from ebm_repro.particle.sampling import make_sampler
-from ebm_repro.particle.simulate import simulate
-from ebm_repro.particle.train import ebm_losses, sample_windows
+from ebm_repro.experiments.particle.config import particle_config
+from ebm_repro.experiments.particle.evaluate import make_predictor, rollout
+from ebm_repro.experiments.particle.models import build_model
+from ebm_repro.experiments.particle.sampling import make_sampler
+from ebm_repro.experiments.particle.simulate import simulate
+from ebm_repro.experiments.particle.train import ebm_losses, sample_windows
 
 KINDS = {"feedforward": None, "ebm_ld": "ebm_ld", "ebm_mppi": "ebm_mppi"}  # model kind -> sampler kind
 

@@ -21,6 +21,7 @@ from ebm_repro import config as C
 from ebm_repro.models import count_params
 from ebm_repro.sampling import make_langevin
 from ebm_repro.train import Trainer
+from ebm_repro.params import load_params
 
 
 def sync(dev: torch.device) -> None:
@@ -71,7 +72,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    params = C.load_params()
+    params = load_params()
     rows = []
     with tempfile.TemporaryDirectory() as d:
         rng = np.random.default_rng(0)

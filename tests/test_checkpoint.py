@@ -1,4 +1,7 @@
-"""Strict loading names mismatched keys; atomic writes never leave a half file."""
+"""Strict loading names mismatched keys; atomic writes never leave a half file; RNG states round-trip."""
+import random
+
+import numpy as np
 import pytest
 import torch
 
@@ -37,3 +40,23 @@ def test_truncated_checkpoint_is_refused_with_a_fix(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ck.CheckpointError, match="unreadable.*delete it and retrain"):
         ck.load(path)
+
+
+def _draws() -> tuple:
+    return torch.rand(4), np.random.rand(4), [random.random() for _ in range(4)]
+
+
+def test_rng_state_round_trip_through_a_checkpoint_restores_every_stream(tmp_path):
+    torch.manual_seed(1)
+    np.random.seed(2)
+    random.seed(3)
+    _draws()                                              # away from the seeded states
+    ck.save(tmp_path / "s.pt", {"format": ck.FORMAT, "rng": ck.rng_state()})
+    before = _draws()
+    torch.manual_seed(7)                                  # what another process / an evaluation would leave
+    np.random.seed(8)
+    random.seed(9)
+    ck.set_rng_state(ck.load(tmp_path / "s.pt")["rng"])
+    after = _draws()
+    for name, a, b in zip(("torch", "numpy", "python"), before, after):
+        assert np.array_equal(np.asarray(a), np.asarray(b)), f"the {name} stream was not restored"

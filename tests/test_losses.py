@@ -68,7 +68,8 @@ class _Linear(torch.nn.Module):
 def _loss_config(**kw):
     from ebm_repro.config import LossConfig
     d = dict(kind="cd", l2_coeff=0.5, kl_opt_coeff=2.0, kl_ent_coeff=0.3, kl_opt_chains=2, kl_all_steps=False,
-             ent_n_neighbours=3, ent_min_buffer=0, ent_bank_augment=False, multiscale_reduce="sum")
+             ent_n_neighbours=3, ent_min_buffer=0, ent_bank_augment=False, ent_bank_after_push=True,
+             multiscale_reduce="sum")
     return LossConfig(**{**d, **kw})
 
 

@@ -99,7 +99,7 @@ def test_inception_call_follows_the_paper_conventions(tmp_path, monkeypatch):
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"stand-in weights")
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
-    monkeypatch.setitem(INCEPTION_WEIGHTS, "sha256_prefix", sha[:8])
+    monkeypatch.setitem(INCEPTION_WEIGHTS, "sha256", sha)
     seen = {}
 
     def fake(**kw):
@@ -124,7 +124,7 @@ def test_wrong_inception_file_and_bad_inputs_fail(tmp_path):
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"not the inception weights")
     imgs = np.zeros((20, 32, 32, 3), np.uint8)
-    with pytest.raises(MetricsError, match="sha256 .* expected one starting with 6726825d"):
+    with pytest.raises(MetricsError, match="sha256 .* expected 6726825d0af5f729"):
         compute_inception_metrics(imgs, imgs, "inception", weights)
     with pytest.raises(MetricsError, match="uint8"):
         compute_inception_metrics(imgs.astype(np.float32), imgs, "smoke_classifier", weights)
@@ -135,7 +135,7 @@ def test_wrong_inception_file_and_bad_inputs_fail(tmp_path):
 def test_inception_spec_matches_installed_torch_fidelity():
     assert INCEPTION_WEIGHTS["url"] == URL_INCEPTION_V3
     assert URL_INCEPTION_V3.endswith("/" + INCEPTION_WEIGHTS["filename"])
-    assert INCEPTION_WEIGHTS["filename"].endswith(f"-{INCEPTION_WEIGHTS['sha256_prefix']}.pth")
+    assert INCEPTION_WEIGHTS["filename"].endswith(f"-{INCEPTION_WEIGHTS['sha256'][:8]}.pth")
 
 
 def _serve(monkeypatch, payload: bytes, asked: list):
@@ -147,7 +147,7 @@ def _serve(monkeypatch, payload: bytes, asked: list):
 
 def test_download_inception_weights_verifies_the_hash(tmp_path, monkeypatch):
     payload, asked = b"pretend inception weights", []
-    monkeypatch.setitem(INCEPTION_WEIGHTS, "sha256_prefix", hashlib.sha256(payload).hexdigest()[:8])
+    monkeypatch.setitem(INCEPTION_WEIGHTS, "sha256", hashlib.sha256(payload).hexdigest())
     _serve(monkeypatch, payload, asked)
     dest = tmp_path / "fn" / "inception.pth"
     info = download_inception_weights(dest)
@@ -183,3 +183,81 @@ def test_grayscale_images_are_scored_as_their_rgb_copies(smoke):
     assert (a["IS_mean"], a["FID"]) == (b["IS_mean"], b["FID"])
     with pytest.raises(MetricsError, match="3 or 1"):
         compute_inception_metrics(x[:20, :, :, :2].copy(), ref, "smoke_classifier", clf, n_splits=2, kid=False)
+
+
+# ----------------------------------------------------------------------------- closed forms through our call
+class _PixelFeatures(torch_fidelity.FeatureExtractorBase):
+    """Test extractor: 'pool' = the 12 pixel values of a 2x2x3 image; 'logits' = its first two values - 128."""
+
+    def __init__(self, name, features_list, **kwargs):
+        super().__init__(name, features_list)
+
+    @staticmethod
+    def get_provided_features_list():
+        return "pool", "logits"
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return {"isc": "logits", "fid": "pool", "kid": "pool"}[metric]
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return torch.zeros(1, 3, 2, 2, dtype=torch.uint8)
+
+    def forward(self, x):
+        f = x.flatten(1).double()                                          # (B, 12)
+        feats = {"pool": f, "logits": f[:, :2] - 128.0}
+        return tuple(feats[k] for k in self.features_list)
+
+
+@pytest.fixture
+def pixel_features(tmp_path, monkeypatch):
+    """compute_inception_metrics with the smoke path routed to _PixelFeatures (features we can write by hand)."""
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    import ebm_repro.feature_net as fn
+
+    name = "ebm-repro-test-pixels"
+    if name not in FEATURE_EXTRACTORS_REGISTRY:
+        torch_fidelity.register_feature_extractor(name, _PixelFeatures)
+    monkeypatch.setattr(fn, "register_smoke_classifier", lambda: name)
+    weights = tmp_path / "unused.pt"
+    weights.write_bytes(b"the pixel extractor has no weights")
+    return lambda a, b, **kw: compute_inception_metrics(a, b, "smoke_classifier", weights, kid=False, **kw)
+
+
+def _factorial(levels: tuple[int, int]) -> np.ndarray:
+    """All 2^12 images whose 12 pixels each take one of two levels: exactly independent, equal-variance features."""
+    bits = (np.arange(4096)[:, None] >> np.arange(12)) & 1                 # (4096, 12)
+    return np.where(bits, levels[1], levels[0]).astype(np.uint8).reshape(4096, 2, 2, 3)
+
+
+def test_fid_of_two_gaussians_matches_the_closed_form(pixel_features):
+    # FID = |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)); with diagonal covariances s1 I, s2 I over d = 12 features:
+    # d (dmu^2 + s1 + s2 - 2 sqrt(s1 s2)). Levels {100, 140}: mean 120, var 400; {110, 170}: mean 140, var 900;
+    # np.cov's n - 1 makes s = var * n / (n - 1). Without the covariance term it would be d * 400 = 4800.
+    n, d = 4096, 12
+    s1, s2 = 400 * n / (n - 1), 900 * n / (n - 1)
+    want = d * (20 ** 2 + s1 + s2 - 2 * (s1 * s2) ** 0.5)                # = 6000.4...
+    got = pixel_features(_factorial((100, 140)), _factorial((110, 170)), n_splits=2)["FID"]
+    assert got == pytest.approx(want, rel=1e-6)
+
+
+def test_is_mean_and_std_over_splits_match_a_hand_count(pixel_features):
+    # logits (+100 / -100) make p(y|x) one-hot. Split 1: classes 0 and 1 equally -> IS = exp(log 2) = 2;
+    # split 2: class 0 only -> IS = 1. Mean 1.5, std (population, as torch-fidelity) 0.5.
+    one_hot = []
+    for c in [0, 1] * 10 + [0] * 20:
+        im = np.full((2, 2, 3), 28, np.uint8)                              # (H, W, C): logits from red at (0, 0), (0, 1)
+        im[0, c, 0] = 228
+        one_hot.append(im)
+    x = np.stack(one_hot)                                                  # (40, 2, 2, 3): split 1 mixed, split 2 not
+    r = pixel_features(x, x, n_splits=2)
+    assert r["IS_mean"] == pytest.approx(1.5, abs=1e-9) and r["IS_std"] == pytest.approx(0.5, abs=1e-9)
+    # ICD's order: shuffled before splitting, the two splits mix and the std collapses
+    r = pixel_features(x, x, n_splits=2, shuffle=True)
+    assert r["samples_shuffle"] is True and r["IS_std"] < 0.2

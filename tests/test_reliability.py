@@ -21,6 +21,7 @@ import yaml
 from ebm_repro import checkpoint as ck
 from ebm_repro import config as C
 from ebm_repro.data import prepare_dataset
+from ebm_repro.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1"}
@@ -28,14 +29,14 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1"}
 
 def tiny_params(n_iters: int = 16) -> dict:
     """Repository params with the smoke setting shrunk further, so a CLI training takes seconds."""
-    p = C.load_params(ROOT / "params.yaml")
+    p = load_params(ROOT / "params.yaml")
     p["setting"] = "smoke"
     p["settings"]["smoke"]["overrides"] = {
         "model": {"width": 8}, "sampler": {"n_steps": 3}, "buffer": {"size": 64},
         "loss": {"kl_opt_chains": 4, "ent_min_buffer": 8, "ent_n_neighbours": 8},
         "train": {"batch_size": 8, "n_iters": n_iters, "ckpt_every": 2, "snapshot_every": 1, "n_snapshots": 3,
                   "log_every": 2, "eval_n_samples": 16},
-        "test_sampling": {"n_chains": 8, "n_iters": 2, "steps_per_iter": 2, "final_iters_fixed": 1},
+        "test_sampling": {"n_chains": 8, "draw_size": 4, "n_iters": 4, "steps_per_iter": 2, "final_iters_fixed": 1},
     }
     p["settings"]["smoke"]["metrics"]["n_samples"] = 8
     return p
@@ -54,7 +55,7 @@ def write_params(path: Path, params: dict) -> Path:
 
 
 def cli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, "-m", "ebm_repro.cli", *args], cwd=cwd, env=ENV,
+    p = subprocess.run([sys.executable, "-m", "ebm_repro", *args], cwd=cwd, env=ENV,
                        capture_output=True, text=True, timeout=600)
     if check and p.returncode:
         raise AssertionError(p.stdout[-2000:] + p.stderr[-3000:])
@@ -81,7 +82,7 @@ def test_kill_at_random_moments_then_resume_equals_an_uninterrupted_run_bit_for_
     last = out / "ckpt" / "last.pt"
     while kills < 3:
         before = last.stat().st_mtime_ns if last.exists() else 0
-        proc = subprocess.Popen([sys.executable, "-m", "ebm_repro.cli", *train, "--out", str(out)],
+        proc = subprocess.Popen([sys.executable, "-m", "ebm_repro", *train, "--out", str(out)],
                                 cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 120
         while proc.poll() is None and time.time() < deadline:  # wait for fresh progress, then a random moment
@@ -128,7 +129,7 @@ def test_checkpoint_of_another_architecture_is_refused_naming_the_mismatch(tmp_p
     cli("train", "--params", str(params), "--variant", "igebm_uncond", "--data", str(data_dir),
         "--out", str(tmp_path / "u"), cwd=tmp_path)
     # sampling the conditional variant from the unconditional model: model arguments differ
-    r = cli("sample", "--params", str(params), "--variant", "igebm_cond", "--mode", "conditional",
+    r = cli("sample", "--params", str(params), "--variant", "igebm_cond", "--mode", "single",
             "--model", str(tmp_path / "u" / "model.pt"), "--out", str(tmp_path / "s.npz"), cwd=tmp_path, check=False)
     assert r.returncode != 0 and "arch: checkpoint 'igebm_resnet32_large' vs config 'igebm_resnet32'" in r.stderr
     assert not (tmp_path / "s.npz").exists()
@@ -156,9 +157,9 @@ def test_divergence_keeps_the_last_good_checkpoint_and_the_table_says_so(tmp_pat
     cli("metrics", "--params", str(params), "--variant", "icd", "--mode", "single", "--samples",
         str(tmp_path / "s.npz"), "--data", str(data_dir), "--feature-net", str(tmp_path / "none.pt"),
         "--out", str(tmp_path / "m.json"), cwd=tmp_path)
-    from ebm_repro.report import inception_table
+    from ebm_repro.experiments.inception import inception_table
     metrics = json.loads((tmp_path / "m.json").read_text())
-    table = inception_table([metrics], [p["inception_rows"][3]])
+    table = inception_table([metrics], [p["inception"]["rows"][-1]])
     assert "diverged at step 1" in table
 
 
@@ -183,7 +184,7 @@ def test_non_finite_energy_stops_training(tmp_path, data_dir):
     (lambda p: p["recipes"]["icd"]["train"].update(n_iters=10.5), "recipes.icd.train.n_iters"),  # wrong type
     (lambda p: p["recipes"]["icd"]["train"].update(batch_size=0), "recipes.icd.train.batch_size"),  # zero count
     (lambda p: p["recipes"]["igebm"]["buffer"].update(size=-5), "recipes.igebm.buffer.size"),     # negative
-    (lambda p: p["inception_rows"][0].update(mode="conditional"), "needs a conditional model"),  # impossible
+    (lambda p: p["inception"]["rows"][-1].update(mode="ensemble"), "needs train.n_snapshots >= 2"),  # impossible
 ])
 def test_bad_params_are_refused_by_every_entry_point_and_touch_nothing(tmp_path, data_dir, mutate, key):
     p = tiny_params()

@@ -15,6 +15,20 @@ def from_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.float() / 255.0
 
 
+def compress(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """Buffer storage: code = floor(255 clip(x)) (both papers' compress_x_mod); round = round(255 x)."""
+    if mode == "code":
+        return (x.detach().clamp(0, 1) * 255).floor().to(torch.uint8)
+    return to_uint8(x)
+
+
+def decompress(k: torch.Tensor, mode: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Buffer read: code = k/256 + U(0, 1/256) (decompress_x_mod: a 255/256 darkening per round trip); round = k/255."""
+    if mode == "code":
+        return (k.float() + torch.rand(k.shape, generator=generator)) / 256.0
+    return from_uint8(k)
+
+
 class ReplayBuffer:
     """Fixed-size store of past chain ends; FIFO ring or reservoir replacement."""
 
@@ -31,7 +45,7 @@ class ReplayBuffer:
 
     def push(self, x: torch.Tensor) -> None:
         """Add a batch of samples (B, *shape) in [0, 1]."""
-        x = to_uint8(x.cpu())
+        x = compress(x.cpu(), self.cfg.quantize)
         for item in x:  # per item: reservoir decisions are per sample
             self.n_seen += 1
             if self.count < self.cfg.size:
@@ -57,13 +71,14 @@ class ReplayBuffer:
         x = torch.rand((n, *self.shape), generator=self.g)
         if self.count >= n:
             idx = torch.randint(0, self.count, (n,), generator=self.g)
-            x = torch.where(fresh.view(-1, *[1] * len(self.shape)), x, from_uint8(self.data[idx]))
+            stored = decompress(self.data[idx], self.cfg.quantize, self.g)
+            x = torch.where(fresh.view(-1, *[1] * len(self.shape)), x, stored)
         return x, fresh
 
     def recent(self, n: int) -> torch.Tensor:
         """n random stored samples (ICD's bank B for the nearest-neighbour entropy), float."""
         idx = torch.randint(0, max(self.count, 1), (min(n, self.count),), generator=self.g)
-        return from_uint8(self.data[idx])
+        return decompress(self.data[idx], self.cfg.quantize, self.g)
 
     def state_dict(self) -> dict:
         return {"data": self.data[: self.count].clone(), "count": self.count, "n_seen": self.n_seen,

@@ -8,9 +8,11 @@ import argparse
 import gzip
 import http.client
 import json
+import os
 import pickle
 import shutil
 import tarfile
+import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -70,20 +72,31 @@ DATASETS: dict[str, dict] = {
         "n_test": 1000,
         "classes": SHAPE_CLASSES,
     },
+    # E11 (IGEBM §6): labels are dSprites grid indices; splits deflate-compressed (binary images, 3 GB raw)
+    "dsprites": {"kind": "download", "module": "ebm_repro.datasets_dsprites", "compress": True},
+    "dsprites_gen": {"kind": "generated", "module": "ebm_repro.datasets_dsprites", "compress": True,
+                     "generator": "ebm_repro.datasets_dsprites.render", "version": 1, "n_train": 4000, "n_test": 1000},
 }
 
 IMAGE_SHAPE = DATASET_SHAPES["cifar10"]
 _CHUNK = 1 << 20
 
 
-def _write_npz(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    """Atomically write an uncompressed .npz with fixed zip timestamps."""
+def _write_npz(path: Path, images: np.ndarray, labels: np.ndarray, compress: bool = False) -> None:
+    """Atomically write an .npz (uncompressed, or deflated when `compress`) with fixed zip timestamps."""
+    write_arrays(path, {"images": images, "labels": labels}, compress)
+
+
+def write_arrays(path: Path, arrays: dict[str, np.ndarray], compress: bool = False) -> None:
+    """Atomically write named arrays as an .npz with fixed zip timestamps (np.load reads it); deflated if `compress`."""
     # np.savez stamps each member with the current time, so equal arrays would get different
     # sha256s; fixed ZipInfo dates make checksums.json reproducible across runs and machines.
     def write(f):
-        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
-            for key, arr in (("images", images), ("labels", labels)):
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED,
+                             allowZip64=True) as z:
+            for key, arr in arrays.items():
                 info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = z.compression
                 with z.open(info, "w", force_zip64=True) as member:
                     np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
     atomic_write(path, write)
@@ -107,6 +120,75 @@ def load_split(path) -> tuple[np.ndarray, np.ndarray]:
         raise DatasetError(f"{path}: labels must be int64 ({len(images)},), got {labels.dtype} {labels.shape}; "
                            f"delete it and {fix}")
     return images, labels
+
+
+# FID reference sets (ScoreConfig.fid_reference): what each paper's code compared its samples against.
+FID_REFERENCES = {
+    "train": "all training images (the common convention; CIFAR-10: 50k)",
+    "train_10k": "10k training images drawn at random, seed 0 (ICD test_inception.py: 10k from a shuffled loader)",
+    "train_test": "training and test images together (IGEBM test_inception.py Cifar10(full=True): all 60k)",
+}
+
+
+def reference_images(data_dir: Path, name: str, seed: int = 0) -> np.ndarray:
+    """The FID reference images (N, H, W, C) uint8 of a prepared dataset folder."""
+    if name not in FID_REFERENCES:
+        raise DatasetError(f"metrics.fid_reference: unknown {name!r}; choose one of {sorted(FID_REFERENCES)}")
+    train, _ = load_split(Path(data_dir) / "train.npz")
+    if name == "train":
+        return train
+    if name == "train_10k":
+        idx = np.random.default_rng(seed).permutation(len(train))[:10000]
+        return train[np.sort(idx)]
+    test, _ = load_split(Path(data_dir) / "test.npz")
+    return np.concatenate([train, test])
+
+
+# ---------------------------------------------------------------- archives
+def _unsafe_member(m: tarfile.TarInfo) -> str | None:
+    """Why extracting tar member m could write outside the target folder (or make a non-file); None if safe."""
+    if m.name.startswith(("/", "\\")) or (len(m.name) > 1 and m.name[1] == ":"):  # /x, \x or C:x
+        return "an absolute path"
+    if ".." in Path(m.name.replace("\\", "/")).parts:
+        return "a '..' component"
+    if not (m.isfile() or m.isdir()):  # links could point anywhere; devices and fifos are never data
+        return "a link" if (m.issym() or m.islnk()) else "a special file"
+    return None
+
+
+def safe_extract(archive: Path, dest: Path) -> Path:
+    """Extract a (verified) tar archive to dest, which must not exist yet; return dest.
+
+    Every member is checked before anything is written: an absolute path, a '..' component, a link or a
+    special file refuses the whole archive. The files land in a temp folder renamed to dest at the end.
+    """
+    archive, dest = Path(archive), Path(dest)
+    if dest.exists():
+        raise DatasetError(f"{dest} already exists; delete it to extract {archive} again")
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            for m in members:
+                why = _unsafe_member(m)
+                if why:
+                    raise DatasetError(f"{archive}: member {m.name!r} is {why}, which could write outside {dest}; "
+                                       f"nothing was extracted. Delete the archive and fetch the official one.")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
+            try:
+                root = tmp.resolve()
+                for m in members:  # belt and braces: the resolved target must lie under the temp folder
+                    if not (root / m.name).resolve().is_relative_to(root):
+                        raise DatasetError(f"{archive}: member {m.name!r} resolves outside {dest}; nothing extracted")
+                kw = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python >= 3.11.4
+                tar.extractall(tmp, members=members, **kw)
+                os.replace(tmp, dest)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise DatasetError(f"{archive} cannot be extracted ({err!r}); delete it and fetch it again") from err
+    return dest
 
 
 # ---------------------------------------------------------------- CIFAR-10
@@ -140,18 +222,35 @@ def _verify_md5(path: Path, expected: str, url: str) -> None:
             f"official archive from {url} at that path.")
 
 
-def _read_cifar_batches(tar: tarfile.TarFile, members, archive: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenate CIFAR python pickles into images (N, 32, 32, 3) uint8 and labels (N,) int64."""
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, bytes and numpy arrays only: any other global (a function to call) is refused."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("_codecs", "encode")}  # how Python 3 writes bytes at protocol 2 (str -> bytes, nothing else)
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name} (only numpy arrays are data)")
+        return super().find_class(module, name)
+
+
+def _read_cifar_batches(tar: tarfile.TarFile, members, archive: Path,
+                        label_key: bytes = b"labels") -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate CIFAR python pickles into images (N, 32, 32, 3) uint8 and labels (N,) int64.
+
+    label_key: b"labels" (CIFAR-10) or b"fine_labels" (CIFAR-100, 100 classes).
+    """
     images, labels = [], []
     for name in members:
         try:
-            # Unpickling is only safe because the archive's md5 was verified first.
-            d = pickle.load(tar.extractfile(name), encoding="bytes")
+            # The archive's md5 was verified first; the restricted unpickler also refuses anything but arrays.
+            d = _ArrayUnpickler(tar.extractfile(name), encoding="bytes").load()
         except (KeyError, AttributeError, pickle.UnpicklingError, EOFError, tarfile.TarError) as err:
             raise DatasetError(f"{archive}: member {name} is missing or unreadable ({err!r}); "
                                f"delete the archive and rerun") from err
         rows = np.asarray(d[b"data"], dtype=np.uint8)  # (n, 3072): 1024 R, then 1024 G, then 1024 B
-        lab = np.asarray(d[b"labels"], dtype=np.int64)
+        lab = np.asarray(d[label_key], dtype=np.int64)
         if rows.ndim != 2 or rows.shape[1] != 3072 or len(lab) != len(rows):
             raise DatasetError(f"{archive}: {name} holds data {rows.shape} and {len(lab)} labels, "
                                f"expected (n, 3072) and n; delete the archive and rerun")
@@ -342,12 +441,15 @@ def prepare_dataset(name: str, out_dir: Path, seed: int = 0, n_train: int | None
         train, test, source = _cifar10(out_dir, n_train, n_test)
     elif name == "mnist":
         train, test, source = _mnist(out_dir, n_train, n_test)
+    elif DATASETS[name].get("module") == "ebm_repro.datasets_dsprites":
+        from ebm_repro import datasets_dsprites  # it imports this module's download helpers
+        train, test, source = datasets_dsprites.splits(name, out_dir, seed, n_train, n_test, DATASETS[name])
     else:
         train, test, source = _shapes(seed, n_train, n_test, name)
     info = {}
     for split, (images, labels) in (("train.npz", train), ("test.npz", test)):
         assert images.dtype == np.uint8 and images.shape[1:] == DATASET_SHAPES[name], images.shape
-        _write_npz(out_dir / split, images, labels.astype(np.int64))
+        _write_npz(out_dir / split, images, labels.astype(np.int64), DATASETS[name].get("compress", False))
         info[split] = file_digest(out_dir / split)
     info["source"] = source
     atomic_write(out_dir / "checksums.json", lambda f: f.write((json.dumps(info, indent=1) + "\n").encode()))

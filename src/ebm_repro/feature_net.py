@@ -15,7 +15,7 @@ from torch_fidelity import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, FeatureExtra
 from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from ebm_repro.checkpoint import atomic_write, file_digest
+from ebm_repro.checkpoint import CheckpointError, file_digest, load_data, save
 from ebm_repro.data import load_split
 
 SMOKE_EXTRACTOR_NAME = "ebm-repro-smoke-classifier"
@@ -113,13 +113,27 @@ def train_feature_classifier(train_npz: Path, test_npz: Path, out_path: Path, ep
                      "temperature": temperature,
                      "test_mean_confidence": float(test_logits.softmax(1).max(1).values.mean())}}
     out_path = Path(out_path)
-    atomic_write(out_path, lambda f: torch.save(obj, f))
+    save(out_path, obj)
     return {"test_acc": test_acc, "sha256": file_digest(out_path)}
+
+
+def load_feature_info(path: Path) -> dict:
+    """The dict train_feature_classifier wrote (weights, arch, test_acc, ...), read as data only."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"smoke feature classifier not found at {path}; create it there with the "
+                              f"prepare-feature-net step")
+    fix = "delete it and rerun the prepare-feature-net step"
+    obj = load_data(path, "feature-network", f"ebm-repro's feature-network files always load as data, so this "
+                                              f"one was not written by it: {fix}.", fix=fix)
+    if not isinstance(obj, dict) or not {"state_dict", "arch"} <= set(obj):
+        raise CheckpointError(f"{path} is not a feature-network file of train_feature_classifier; {fix}")
+    return obj
 
 
 def load_feature_classifier(path: Path) -> tuple[SmallCNN, dict]:
     """Rebuild the classifier from a file written by train_feature_classifier (strict key match)."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = load_feature_info(path)
     model = SmallCNN(**obj["arch"])
     model.load_state_dict(obj["state_dict"], strict=True)
     return model.eval().requires_grad_(False), obj

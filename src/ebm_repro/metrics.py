@@ -21,13 +21,14 @@ class MetricsError(RuntimeError):
 
 # As torch-fidelity 0.4.0 defines them (feature_extractor_inceptionv3.URL_INCEPTION_V3). The 8 hex digits in
 # the file name are the start of its sha256 (torch.hub naming convention); torch-fidelity itself never checks
-# them (load_state_dict_from_url without check_hash), so we do.
+# them (load_state_dict_from_url without check_hash) and unpickles the file with torch.load(weights_only=False),
+# so we pin the whole sha256: 32 bits of prefix could be matched by a crafted file that runs code when loaded.
 INCEPTION_WEIGHTS = {
     "name": "pt_inception-2015-12-05",
     "url": "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
            "weights-inception-2015-12-05-6726825d.pth",
     "filename": "weights-inception-2015-12-05-6726825d.pth",
-    "sha256_prefix": "6726825d",
+    "sha256": "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
     "feature_extractor": "inception-v3-compat",
 }
 
@@ -35,11 +36,11 @@ FEATURE_NETS = ("inception", "smoke_classifier")
 
 
 def _check_inception_hash(path: Path, sha: str) -> None:
-    """Raise MetricsError unless sha starts with the prefix torch-fidelity's file name encodes."""
-    want = INCEPTION_WEIGHTS["sha256_prefix"]
-    if not sha.startswith(want):
+    """Raise MetricsError unless sha is the pinned sha256 of the Inception weights."""
+    want = INCEPTION_WEIGHTS["sha256"]
+    if sha != want:
         raise MetricsError(
-            f"{path} has sha256 {sha}, expected one starting with {want} ({INCEPTION_WEIGHTS['name']}). "
+            f"{path} has sha256 {sha}, expected {want} ({INCEPTION_WEIGHTS['name']}). "
             f"Fix: delete it and rerun to download {INCEPTION_WEIGHTS['url']} again, or put that file there.")
 
 
@@ -86,7 +87,7 @@ def _check_images(name: str, a: np.ndarray, n_splits: int) -> None:
 def _missing_weights_message(feature_net: str, path: Path) -> str:
     if feature_net == "inception":
         return (f"Inception-v3 weights not found at {path}. Download {INCEPTION_WEIGHTS['url']} "
-                f"({INCEPTION_WEIGHTS['name']}, sha256 starting {INCEPTION_WEIGHTS['sha256_prefix']}) and place it "
+                f"({INCEPTION_WEIGHTS['name']}, sha256 {INCEPTION_WEIGHTS['sha256']}) and place it "
                 f"at exactly {path.resolve()} (the prepare-feature-net step does this when online).")
     return (f"smoke feature classifier not found at {path}; create it there with the prepare-feature-net step "
             f"(ebm_repro.feature_net.train_feature_classifier on the shapes data).")
@@ -94,7 +95,7 @@ def _missing_weights_message(feature_net: str, path: Path) -> str:
 
 def compute_inception_metrics(samples: np.ndarray, reference: np.ndarray, feature_net: str, weights_path: Path,
                               n_splits: int = 10, batch_size: int = 100, device: str = "cpu",
-                              kid: bool = True) -> dict:
+                              kid: bool = True, shuffle: bool = False) -> dict:
     """IS of samples; FID (and KID) of samples vs reference; all in feature_net's feature space."""
     if feature_net not in FEATURE_NETS:
         raise MetricsError(f"feature_net must be one of {FEATURE_NETS}, got {feature_net!r}")
@@ -118,7 +119,8 @@ def compute_inception_metrics(samples: np.ndarray, reference: np.ndarray, featur
         input1=_UInt8Images(samples), input2=_UInt8Images(reference),
         feature_extractor=extractor, feature_extractor_weights_path=str(weights_path),
         isc=True, fid=True, kid=kid, isc_splits=n_splits,
-        samples_shuffle=False,  # IS over the original, unshuffled splits, as the papers' TF code did
+        # IGEBM test_inception.py scores the images in generation order; ICD's shuffles them first
+        samples_shuffle=shuffle, rng_seed=2020,
         cache=False, verbose=False, batch_size=batch_size,
         cuda=dev.type == "cuda",  # torch-fidelity defaults to cuda=True; only cpu/cuda exist for it
         save_cpu_ram=True,  # num_workers=0: the arrays are in memory, worker processes would only cost
@@ -138,5 +140,34 @@ def compute_inception_metrics(samples: np.ndarray, reference: np.ndarray, featur
         out.update(KID_mean=raw[torch_fidelity.KEY_METRIC_KID_MEAN], KID_std=raw[torch_fidelity.KEY_METRIC_KID_STD],
                    kid_subset_size=kwargs["kid_subset_size"])
     out.update(n_samples=len(samples), n_reference=len(reference), n_splits=n_splits, feature_net=feature_net,
-               feature_extractor=extractor, weights_sha256=sha, samples_shuffle=False)
+               feature_extractor=extractor, weights_sha256=sha, samples_shuffle=shuffle)
     return {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in out.items()}
+
+
+def pool_features(images: np.ndarray, feature_net: str, weights_path: Path, batch_size: int = 100,
+                  device: str = "cpu") -> torch.Tensor:
+    """uint8 (N, H, W, C) -> float32 (N, D): the features FID compares (Inception pool3, D = 2048; smoke: pool)."""
+    if feature_net not in FEATURE_NETS:
+        raise MetricsError(f"feature_net must be one of {FEATURE_NETS}, got {feature_net!r}")
+    weights_path = Path(weights_path)
+    if not weights_path.is_file():
+        raise MetricsError(_missing_weights_message(feature_net, weights_path))
+    _check_images("images", images, 1)
+    if feature_net == "inception":
+        _check_inception_hash(weights_path, file_digest(weights_path))
+        extractor, layer = INCEPTION_WEIGHTS["feature_extractor"], "2048"
+    else:
+        from ebm_repro.feature_net import register_smoke_classifier
+        extractor, layer = register_smoke_classifier(), "pool"
+
+    from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
+
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    ctx = torch.cuda.device(dev) if cuda else contextlib.nullcontext()
+    with ctx:  # torch-fidelity moves nets and batches with .cuda(): the current device
+        net = create_feature_extractor(extractor, [layer], cuda=cuda, verbose=False,
+                                       feature_extractor_weights_path=str(weights_path))
+        feats = get_featuresdict_from_dataset(_UInt8Images(images), net, batch_size, cuda, save_cpu_ram=True,
+                                              verbose=False)
+    return feats[layer].float()

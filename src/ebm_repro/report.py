@@ -14,9 +14,13 @@ from ebm_repro.checkpoint import atomic_write, atomic_write_text, file_digest
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
+def paper_numbers_path() -> Path:
+    return Path(str(resources.files("ebm_repro").joinpath("paper_numbers.yaml")))
+
+
 def paper_numbers() -> dict:
     """The papers' printed numbers (src/ebm_repro/paper_numbers.yaml, copied from the spec)."""
-    return yaml.safe_load(resources.files("ebm_repro").joinpath("paper_numbers.yaml").read_text())
+    return yaml.safe_load(paper_numbers_path().read_text())
 
 
 def paper_lookup(path: str) -> dict:
@@ -46,79 +50,94 @@ def write_provenance(output: Path, inputs: list[Path], extra: dict) -> None:
     atomic_write_text(Path(str(output) + ".provenance.json"), json.dumps(prov, indent=1, default=str) + "\n")
 
 
+HTML_STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:1.2em;color:#222}
+table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:12.5px}
+th,td{border:1px solid #ccc;padding:3px 6px;vertical-align:top;text-align:left;min-width:5em}
+th{background:#eef1f5;position:sticky;top:0}tr:nth-child(even) td{background:#fafafa}
+code{font-size:90%;background:#f3f3f3;padding:0 2px}td code{font-size:80%;word-break:break-all}
+h1{font-size:1.35em}h2{font-size:1.15em;margin-top:1.4em}"""
+
+
+def markdown_html(text: str, title: str) -> str:
+    """A standalone HTML page of one of our Markdown tables (GitHub pipe tables; raw HTML in the text is escaped)."""
+    import html
+
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{HTML_STYLE}</style></head>\n<body>\n{body}</body></html>\n")
+
+
 def fmt(v, nd=2) -> str:
     """A table number, or an em dash where there is none."""
     return "—" if v is None else f"{v:.{nd}f}"
 
 
 def score_cells(m: dict) -> tuple[str, str]:
-    """IS (mean ± std) and FID cells of a metrics dict; a diverged run shows where it diverged instead."""
+    """IS (mean ± std) and FID cells of a metrics dict; a diverged run says where, and what was scored instead."""
+    if m.get("diverged") and m.get("IS_mean") is None:
+        return (f"diverged at step {m['diverged']['step']} (nothing to score)",) * 2
+    is_cell, fid_cell = f"{m['IS_mean']:.2f} ± {m['IS_std']:.2f}", fmt(m["FID"])
     if m.get("diverged"):
-        return (f"diverged at step {m['diverged']['step']}",) * 2
-    return f"{m['IS_mean']:.2f} ± {m['IS_std']:.2f}", fmt(m["FID"])
+        note = f" (diverged at step {m['diverged']['step']}; scored: {m['scored']})"
+        return is_cell + note, fid_cell + note
+    return is_cell, fid_cell
 
 
-def inception_table(metrics: list[dict], rows: list[dict]) -> str:
-    """Markdown for results/tables/inception.md from per-row metric dicts (same order as rows)."""
-    from tabulate import tabulate
+# Short names of the papers' tables and figures, for citing the source of each quoted number.
+PAPER_PLACES = {"igebm_2019/inception_table_4b": "IGEBM Tab. 4b", "improved_cd_2021/generation_fig_3": "ICD Fig. 3",
+                "improved_cd_2021/ablation_table_2": "ICD Tab. 2", "improved_cd_2021/truncation_app_d1": "ICD App. D.1"}
 
-    body = []
-    for row, m in zip(rows, metrics):
-        paper = {}
-        for p in row["paper"]:
-            for k, v in paper_lookup(p).items():
-                if v is not None and k not in paper:
-                    paper[k] = (v, p.split("/")[0])
-        ts = m["test_sampling"]
-        sampling = (f"{ts['n_chains']} chains × {ts['n_iters']} it × {ts['steps_per_iter']} steps, "
-                    f"step {ts['step_size']:g}, noise {ts['noise_std']:g}, clip {ts['grad_clip']:g}"
-                    + (", EMA" if ts["use_ema"] else "") + (", aug" if ts["augment_every_iter"] else ""))
-        is_run, fid_run = score_cells(m)
-        if m.get("diverged"):
-            kid = is_run  # "diverged at step N"
-        elif m.get("KID_mean") is not None:
-            kid = f"{m['KID_mean']:.4f} ± {m['KID_std']:.4f}"
-        else:
-            kid = "—"
-        body.append([row["row"], is_run, fid_run, kid,
-                     fmt(paper.get("IS", (None,))[0]), fmt(paper.get("FID", (None,))[0], 1),
-                     ", ".join(sorted({src for _, src in paper.values()})) or "—",
-                     m.get("n_samples", 0), m["train_step"], sampling, m["preset"]])
-    head = ["Model", "IS (this run)", "FID (this run)", "KID (this run)", "IS (paper)", "FID (paper)",
-            "paper source", "#samples", "train steps", "test-time sampling", "preset"]
-    # conventions come from a row that was scored (a diverged row has no metric fields)
-    m0 = next((m for m in metrics if not m.get("diverged")), {**metrics[0], "n_reference": "n/a",
-                                                                "weights_sha256": "n/a (nothing scored)"})
-    lines = [f"# CIFAR-10-style generation: Inception Score and FID ({m0['setting']} setting)", "",
-             tabulate(body, headers=head, tablefmt="github", disable_numparse=True), "",
-             "## Metric conventions", ""]
-    if m0["feature_net"] == "inception":
-        lines += [f"- Feature network: Inception-v3 (TF 2015-12-05 weights, torch-fidelity `inception-v3-compat`), "
-                  f"weights sha256 `{m0['weights_sha256'][:16]}…`.",
-                  f"- IS: logits, {m0['n_splits']} splits, samples in generation order "
-                  f"(`samples_shuffle=False`), images as uint8.",
-                  f"- FID/KID: pool3 (2048-d) features against {m0['n_reference']} CIFAR-10 "
-                  f"{m0['fid_reference']} images (IGEBM code used all 60k, ICD code 10k train)."]
+
+def paper_source(path: str) -> str:
+    """'igebm_2019/inception_table_4b/unconditional/IGEBM (single)' -> 'IGEBM Tab. 4b'."""
+    head = "/".join(path.split("/")[:2])
+    return PAPER_PLACES.get(head, head)
+
+
+def paper_cells(paths: list[str]) -> dict[str, tuple[float, str]]:
+    """Each metric's first non-null value over the rows' paper entries, with the place that printed it."""
+    cells = {}
+    for p in paths:
+        for k, v in paper_lookup(p).items():
+            if v is not None and k not in cells:
+                cells[k] = (v, paper_source(p))
+    return cells
+
+
+def sampling_text(ts: dict) -> str:
+    """One line describing a test-time sampling protocol (params.yaml test_sampling)."""
+    base = (f"{ts['n_iters']} it × {ts['steps_per_iter']} steps, step {ts['step_size']:g}, "
+            f"noise {ts['noise_std']:g}, clip {ts['grad_clip']:g}")
+    if ts["protocol"] == "fresh_chains":
+        head = f"fresh_chains: {ts['n_chains']} new chains per chunk, all refined each iteration"
     else:
-        lines += ["- **Smoke setting: these are NOT Inception scores.** The Inception weights cannot be fetched "
-                  "offline, so the feature network is a small CNN classifier trained by this run on the "
-                  f"generated `shapes` data (test accuracy {m0.get('feature_net_acc', float('nan')):.3f}, weights "
-                  f"sha256 `{m0['weights_sha256'][:16]}…`). IS uses its logits, FID/KID its penultimate features. "
-                  "The numbers only show that the DAG runs end to end; do not compare them with the paper column.",
-                  f"- IS: {m0['n_splits']} splits, samples in generation order (`samples_shuffle=False`), uint8 inputs.",
-                  f"- FID/KID reference: {m0['n_reference']} images of the `shapes` {m0['fid_reference']} split."]
-    lines += [f"- Preset `{m0['preset']}`: hyperparameters from "
-              + ("the authors' public code" if m0["preset"] == "code" else "the paper text")
-              + " where the two disagree (see params.yaml `presets`).",
-              "", "## Baselines quoted from the papers (not computed here)", ""]
-    pn = paper_numbers()
-    base = [[name, fmt(v.get("IS")), fmt(v.get("FID"), 1), "ICD (2021) Fig. 3"]
-            for name, v in pn["improved_cd_2021"]["generation_fig_3"]["CIFAR-10 unconditional"].items()]
-    base += [[f"{name} (conditional)", fmt(v.get("IS")), "—", "IGEBM (2019) Tab. 4b"]
-             for name, v in pn["igebm_2019"]["inception_table_4b"]["conditional"].items()]
-    lines += [tabulate(base, headers=["Model (quoted)", "IS (paper)", "FID (paper)", "source"],
-                       tablefmt="github", disable_numparse=True), ""]
-    return "\n".join(lines)
+        rows = -(-ts["n_chains"] // ts["draw_size"]) * ts["draw_size"]
+        where = "ONE buffer for all chunks" if ts["protocol"] == "persistent_buffer" else "a new buffer per chunk"
+        head = (f"{ts['protocol']}: {ts['n_chains']} of {rows} chains kept per chunk, {where}, "
+                f"{ts['draw_size']} drawn per iteration" + (" with replacement" if ts["draw_with_replacement"] else ""))
+    extra = []
+    if ts["reinit_frac"]:
+        extra.append(f"reset {ts['reinit_frac']:.0%}")
+    if ts["label_redraw_frac"]:
+        extra.append(f"relabel {ts['label_redraw_frac']:.0%}")
+    if ts["augment_every_iter"]:
+        extra.append("augmentation" + (f" + blur p {ts['blur_p']:g}" if ts["blur_p"] else ""))
+    if ts["final_iters_fixed"]:
+        extra.append(f"last {ts['final_iters_fixed']} it fixed"
+                     + (f" (sweep in {ts['final_sweep_parts']} slices)" if ts.get("final_sweep_parts") else ""))
+    if ts["use_ema"]:
+        extra.append("EMA weights")
+    return f"{head}; {base}" + (f"; {', '.join(extra)}" if extra else "")
+
+
+def scoring_text(m: dict) -> str:
+    """FID reference and IS split order of one metrics dict."""
+    if m.get("n_reference") is None:
+        return f"FID vs {m['fid_reference']}"
+    order = "IS splits shuffled" if m.get("samples_shuffle") else "IS splits in generation order"
+    return f"FID vs {m['n_reference']} images (`{m['fid_reference']}`); {order}"
 
 
 def save_grid(images: np.ndarray, labels: np.ndarray, out_png: Path, title: str, nrow: int = 10,
@@ -157,3 +176,23 @@ def save_grid(images: np.ndarray, labels: np.ndarray, out_png: Path, title: str,
     for path in (out_png, out_png.with_suffix(".pdf")):
         atomic_write(path, lambda f, p=path: fig.savefig(f, format=p.suffix[1:]))
     plt.close(fig)
+
+
+def tile_images(grid: np.ndarray, pad: int = 2, below: int = 0, fill: int = 255) -> np.ndarray:
+    """uint8 images (R, C, H, W, ch) -> one RGB canvas (R * (H + pad + below), C * (W + pad), 3).
+
+    Image (i, j) starts at row i * (H + pad + below) + pad // 2, column j * (W + pad) + pad // 2; `below` leaves
+    rows of `fill` under each image for a caption (a distance, a step). Grey images (ch = 1) are copied to RGB.
+    """
+    if grid.dtype != np.uint8 or grid.ndim != 5 or grid.shape[-1] not in (1, 3):
+        raise ValueError(f"tile_images wants uint8 (R, C, H, W, 1 or 3), got {grid.dtype} {grid.shape}")
+    r, c, h, w = grid.shape[:4]
+    if grid.shape[-1] == 1:
+        grid = np.repeat(grid, 3, axis=-1)
+    ch, cw = h + pad + below, w + pad
+    canvas = np.full((r * ch, c * cw, 3), fill, np.uint8)
+    for i in range(r):
+        for j in range(c):
+            y, x = i * ch + pad // 2, j * cw + pad // 2
+            canvas[y:y + h, x:x + w] = grid[i, j]
+    return canvas

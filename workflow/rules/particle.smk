@@ -3,11 +3,11 @@
 # and PY (the Python interpreter running Snakemake).
 # The `cfg` params carry a hash of the particle sections a rule depends on, so editing them re-runs the rule.
 
-from ebm_repro.particle.config import ALL_KINDS as PARTICLE_ALL_KINDS, particle_config
+from ebm_repro.experiments.particle.config import ALL_KINDS as PARTICLE_ALL_KINDS, particle_config
 
 PARTICLE = particle_config(PARAMS, SETTING)
 PARTICLE_MODELS = list(PARTICLE.kinds)  # the three base kinds, then the enabled Fig. 15c-input variants
-PARTICLE_CLI = f"{PY} -m ebm_repro.particle.cli"  # PY: the Snakefile's interpreter (sys.executable)
+PARTICLE_CLI = f"{PY} -m ebm_repro"  # PY: the Snakefile's interpreter (sys.executable)
 PARTICLE_SEEDS = list(range(PARTICLE.train.n_seeds))
 
 PARTICLE_TARGETS = [
@@ -17,6 +17,9 @@ PARTICLE_TARGETS = [
     f"{PREFIX}results/figures/particle_rollouts.png",
     f"{PREFIX}results/figures/particle_rollouts.pdf",
 ]
+
+CAT_PARTICLE = "E10 Particle dynamics (IGEBM §5.1, Fig. 9)"
+REPORT_TABLES["particle"] = CAT_PARTICLE
 
 wildcard_constraints:
     pmodel="|".join(PARTICLE_ALL_KINDS),
@@ -36,7 +39,7 @@ rule simulate_particles:
         setting=SETTING,
         cfg=PARTICLE.section_hash("physics", "data"),
     shell:
-        "{PARTICLE_CLI} simulate --setting {params.setting} --threads {threads} "
+        "{PARTICLE_CLI} particle-simulate --setting {params.setting} --threads {threads} "
         "--out {output.data} > {log} 2>&1"
 
 
@@ -56,7 +59,7 @@ rule train_particle_model:
         setting=SETTING,
         cfg=lambda wildcards: PARTICLE.train_hash(wildcards.pmodel),
     shell:
-        "{PARTICLE_CLI} train --setting {params.setting} --threads {threads} "
+        "{PARTICLE_CLI} particle-train --setting {params.setting} --threads {threads} "
         "--model {wildcards.pmodel} --seed {wildcards.pseed} --data {input.data} "
         "--out {output.ckpt} --history {output.history} > {log} 2>&1"
 
@@ -77,7 +80,7 @@ rule evaluate_particle_rollouts:
         setting=SETTING,
         cfg=lambda wildcards: PARTICLE.train_hash(wildcards.pmodel) + PARTICLE.section_hash("eval"),
     shell:
-        "{PARTICLE_CLI} evaluate --setting {params.setting} --threads {threads} "
+        "{PARTICLE_CLI} particle-evaluate --setting {params.setting} --threads {threads} "
         "--model {wildcards.pmodel} --data {input.data} --ckpts {input.ckpts} "
         "--out {output.rollouts} > {log} 2>&1"
 
@@ -91,7 +94,7 @@ rule diagnose_particle_models:
         ckpts=expand(f"{PREFIX}results/particle/models/{{pmodel}}_seed0.pt", pmodel=PARTICLE_MODELS),
     output:
         diagnosis=f"{PREFIX}results/particle/diagnosis.json",
-        png=PARTICLE_TARGETS[3],
+        png=report(PARTICLE_TARGETS[3], caption="../report/particle_rollouts.rst", category=CAT_PARTICLE),
         pdf=PARTICLE_TARGETS[4],
     log:
         f"{PREFIX}logs/particle/diagnose_particle_models.log",
@@ -102,7 +105,7 @@ rule diagnose_particle_models:
         setting=SETTING,
         cfg=PARTICLE.section_hash("physics", "langevin", "mppi", "eval", "fig15c"),
     shell:
-        "{PARTICLE_CLI} diagnose --setting {params.setting} --threads {threads} --data {input.data} "
+        "{PARTICLE_CLI} particle-diagnose --setting {params.setting} --threads {threads} --data {input.data} "
         "--rollouts {input.rollouts} --ckpts {input.ckpts} --out {output.diagnosis} "
         "--figure-png {output.png} --figure-pdf {output.pdf} > {log} 2>&1"
 
@@ -118,7 +121,7 @@ rule make_particle_report:
         diagnosis=rules.diagnose_particle_models.output.diagnosis,
     output:
         table=PARTICLE_TARGETS[0],
-        png=PARTICLE_TARGETS[1],
+        png=report(PARTICLE_TARGETS[1], caption="../report/particle_mse.rst", category=CAT_PARTICLE),
         pdf=PARTICLE_TARGETS[2],
         summary=f"{PREFIX}results/particle/summary.json",
     log:
@@ -130,7 +133,7 @@ rule make_particle_report:
         setting=SETTING,
         cfg=PARTICLE.section_hash("train", "eval", "langevin", "mppi", "fig15c"),  # the table footer quotes them
     shell:
-        "{PARTICLE_CLI} report --setting {params.setting} --threads {threads} "
+        "{PARTICLE_CLI} particle-report --setting {params.setting} --threads {threads} "
         "--data {input.data} --rollouts {input.rollouts} --histories {input.histories} "
         "--diagnosis {input.diagnosis} --table {output.table} --figure-png {output.png} "
         "--figure-pdf {output.pdf} --summary {output.summary} > {log} 2>&1"

@@ -21,6 +21,7 @@ rule compute_metrics:
     input:
         samples=rules.sample_model.output[0],
         reference=lambda w: f"{variant_data(w)}/train.npz",
+        reference_test=lambda w: f"{variant_data(w)}/test.npz",  # metrics.fid_reference train_test (IGEBM code)
         feature_net=FEATURE_NET,
     output:
         f"{PREFIX}results/metrics/{{variant}}/{{mode}}.json",
@@ -29,6 +30,7 @@ rule compute_metrics:
     params:
         data=lambda w, input: outdir(input.reference),
         metrics=S["metrics"],
+        scoring=lambda w: run_config(w.variant).hash("metrics"),
     threads: THREADS
     resources:
         gpu=1,
@@ -43,7 +45,8 @@ rule plot_samples:
     input:
         rules.sample_model.output[0],
     output:
-        png=f"{PREFIX}results/figures/samples_{{variant}}_{{mode}}.png",
+        png=report(f"{PREFIX}results/figures/samples_{{variant}}_{{mode}}.png", caption="../report/samples.rst",
+                   category=lambda w: GRID_CATEGORY.get(w.variant, CAT_GENERATION)),
         pdf=f"{PREFIX}results/figures/samples_{{variant}}_{{mode}}.pdf",
     log:
         f"{PREFIX}logs/plot_{{variant}}_{{mode}}.log",

@@ -3,7 +3,7 @@
 # Needs the Snakefile globals PARAMS, SETTING, PREFIX and PY. The `cfg` param is a hash of the resolved toy2d
 # block, so editing it re-runs the rule.
 
-from ebm_repro.toy2d_config import toy2d_config
+from ebm_repro.experiments.toy2d.config import toy2d_config
 
 TOY2D = toy2d_config(PARAMS, SETTING)
 
@@ -17,7 +17,8 @@ TOY2D_TARGETS = [
 rule train_toy2d:
     """Train and evaluate each recipe on each toy density; figure + distances (metrics.json)."""
     output:
-        png=TOY2D_TARGETS[0],
+        png=report(TOY2D_TARGETS[0], caption="../report/toy2d.rst",
+                   category="Toy 2-D densities (check; no paper figure)"),
         pdf=TOY2D_TARGETS[1],
         metrics=TOY2D_TARGETS[2],
     log:
@@ -29,5 +30,5 @@ rule train_toy2d:
         setting=SETTING,
         cfg=TOY2D.hash(),
     shell:
-        f"{PY} -m ebm_repro.toy2d --setting {{params.setting}} --threads {{threads}} "
+        f"{PY} -m ebm_repro toy2d --setting {{params.setting}} --threads {{threads}} "
         "--out-png {output.png} --out-pdf {output.pdf} --out-json {output.metrics} > {log} 2>&1"

@@ -3,6 +3,7 @@ rule train_model:
     input:
         train=lambda w: f"{variant_data(w)}/train.npz",
         feature_net=lambda w: FEATURE_NET if eval_every(w) else [],
+        test=lambda w: f"{variant_data(w)}/test.npz" if eval_every(w) else [],  # FID reference train_test
     output:
         model=f"{PREFIX}results/train/{{variant}}/model.pt",
         log_csv=f"{PREFIX}results/train/{{variant}}/train_log.csv",

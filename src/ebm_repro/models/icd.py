@@ -1,4 +1,4 @@
-"""ICD energy ResNet (Du et al. 2021, Tab. 4 and App. C.1; code: ResNetModel / CondResBlock), optionally multiscale."""
+"""ICD energy ResNets (Du et al. 2021, Tab. 4 and App. C.1; code: ResNetModel, CelebAModel, CondResBlock)."""
 from __future__ import annotations
 
 import torch
@@ -31,32 +31,40 @@ class FiLM(nn.Module):
 
 
 class ICDBlock(nn.Module):
-    """Code CondResBlock: two 3x3 WS convs (norm, FiLM, act) + identity skip; a down block then convs and pools."""
+    """Code CondResBlock: two 3x3 WS convs (norm, FiLM, act) + identity skip (model.residual_skip); down: conv, pool.
 
-    def __init__(self, channels: int, c_down: int | None, cfg: ModelConfig):
+    `norm` / `sn` default to cfg.norm / cfg.spectral_norm (the CelebA net's side scales fix them, see ICDCelebA).
+    """
+
+    def __init__(self, channels: int, c_down: int | None, cfg: ModelConfig, norm: str | None = None,
+                 sn: bool | None = None):
         super().__init__()
+        norm = cfg.norm if norm is None else norm
+        sn = cfg.spectral_norm if sn is None else sn
 
         def conv() -> nn.Module:
             # code: spectral norm, when asked for, replaces weight standardisation in the block convs
             plain = nn.Conv2d(channels, channels, 3, padding=1)
-            return spectral(plain) if cfg.spectral_norm else WSConv2d(channels, channels, 3, padding=1)
+            return spectral(plain) if sn else WSConv2d(channels, channels, 3, padding=1)
 
         self.conv1, self.conv2 = conv(), conv()
         # paper App. C.1: group norm; code: instance norm for C <= 128, group norm above (model.norm)
-        self.norm1, self.norm2 = block_norm(cfg.norm, channels), block_norm(cfg.norm, channels)
+        self.norm1, self.norm2 = block_norm(norm, channels), block_norm(norm, channels)
         self.film1 = FiLM(cfg.n_classes, channels) if cfg.n_classes else None
         self.film2 = FiLM(cfg.n_classes, channels) if cfg.n_classes else None
         self.dropout = nn.Dropout(cfg.dropout)
         self.act = make_activation(cfg.activation)
         # down block: plain conv to c_down channels, then avg-pool(3, 2, 1) and act (code `conv_downsample`)
         self.down = nn.Conv2d(channels, c_down, 3, padding=1) if c_down else None
+        self.skip = cfg.residual_skip  # HEAD adds the block input back; the paper-era code (54b46ad) did not
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         h = self.norm1(self.conv1(x))                            # (B, C, H, W)
         h = self.dropout(self.act(h if self.film1 is None else self.film1(h, y)))
         h = self.norm2(self.conv2(h))
         h = self.act(h if self.film2 is None else self.film2(h, y))
-        h = h + x
+        if self.skip:
+            h = h + x
         if self.down is not None:
             h = self.act(downsample(self.down(h)))               # (B, C_down, H/2, W/2)
         return h
@@ -75,7 +83,7 @@ class ICDScaleNet(nn.Module):
         self.stages = nn.ModuleList(
             nn.ModuleList([ICDBlock(c_in[i], None, cfg), ICDBlock(c_in[i], c_out[i], cfg)]) for i in range(n_stages))
         self.attention = SelfAttention(c_out[ATTENTION_AFTER_STAGE]) if attention else None
-        self.head = linear(c_out[n_stages - 1], 1, cfg.spectral_norm_head)
+        self.head = linear(c_out[n_stages - 1], 1, cfg.spectral_norm_head, head_init=cfg.head_init)
         self.act = make_activation(cfg.activation)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -91,7 +99,22 @@ class ICDScaleNet(nn.Module):
         return self.head(h).squeeze(-1)                          # (B,)
 
 
-class ICDResNet(EnergyNet):
+class MultiscaleEnergy(EnergyNet):
+    """Energy summed over `self.scales` (full resolution first); subclasses build the scale nets."""
+
+    scales: nn.ModuleList
+
+    def scale_energies(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-resolution energies (B, n_scales), full resolution first (the code's loss averages them)."""
+        self.check_inputs(x, y)
+        return torch.stack([net(x, y) for net in self.scales], dim=1)
+
+    def energy(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        # Sec. 2.4 / Fig. 5: the energy of an image is the SUM of the energies at each resolution
+        return torch.stack([net(x, y) for net in self.scales], dim=1).sum(dim=1)  # (B,)
+
+
+class ICDResNet(MultiscaleEnergy):
     """ICD energy: full-resolution net, plus half- and quarter-resolution nets when multiscale; energies summed."""
 
     def __init__(self, cfg: ModelConfig):
@@ -107,11 +130,64 @@ class ICDResNet(EnergyNet):
                      ICDScaleNet(cfg, n_stages=2, n_pool=2, attention=False)]
         self.scales = nn.ModuleList(nets)
 
-    def scale_energies(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-resolution energies (B, n_scales), full resolution first (the code's loss averages them)."""
-        self.check_inputs(x, y)
-        return torch.stack([net(x, y) for net in self.scales], dim=1)
 
-    def energy(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        # Sec. 2.4 / Fig. 5: the energy of an image is the SUM of the energies at each resolution
-        return torch.stack([net(x, y) for net in self.scales], dim=1).sum(dim=1)  # (B,)
+# ----------------------------------------------------------------------------- CelebA-HQ 128 (code CelebAModel)
+# Blocks as (channels, down-conv output channels or None), in units of F = cfg.width (code filter_dim).
+# Code CelebAModel.init_main_model: stem -> F/2; res_1a..res_4b; attention after res_3b (4F channels).
+CELEBA_MAIN = ((0.5, 1), (1, 1), (1, 1), (1, 2), (2, None), (2, 4), (4, None), (4, 8))
+CELEBA_ATTENTION_AFTER = 5   # index of res_3b: 4x4 for 128x128 inputs
+# init_mid_model / init_small_model: stem -> F, then the main net's first blocks at F (no F/2 stage).
+CELEBA_MID = ((1, 1), (1, 1), (1, 1), (1, 2), (2, None), (2, 4))
+CELEBA_SMALL = ((1, 1), (1, 1), (1, 1), (1, 2))
+# Code: the mid/small CondResBlocks are built with the block defaults (norm=True, spec_norm=False) whatever
+# args.norm / args.spec_norm say; norm=True is the code's instance/group rule (our 'instance').
+CELEBA_SIDE_NORM = "instance"
+
+
+class ICDCelebAScale(nn.Module):
+    """One resolution of the CelebA net: pool n_pool times, stem, residual blocks (+ attention), mean pool, dense."""
+
+    def __init__(self, cfg: ModelConfig, blocks: tuple, n_pool: int, attention_after: int | None,
+                 side: bool):
+        super().__init__()
+        f = cfg.width
+        kw = dict(norm=CELEBA_SIDE_NORM, sn=False) if side else {}
+        self.n_pool = n_pool
+        self.stem = nn.Conv2d(cfg.channels, int(blocks[0][0] * f), 3, padding=1)
+        self.blocks = nn.ModuleList(ICDBlock(int(c * f), None if d is None else int(d * f), cfg, **kw)
+                                    for c, d in blocks)
+        self.attention_after = attention_after
+        self.attention = (SelfAttention(int(blocks[attention_after][1] * f))
+                          if attention_after is not None else None)
+        self.head = linear(int(blocks[-1][1] * f), 1, cfg.spectral_norm_head, head_init=cfg.head_init)
+        self.act = make_activation(cfg.activation)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        for _ in range(self.n_pool):
+            x = downsample(x)                                    # (B, C, H / 2^n_pool, W / 2^n_pool)
+        h = self.act(self.stem(x))                               # (B, F or F/2, h, w)
+        for i, block in enumerate(self.blocks):
+            h = block(h, y)
+            if i == self.attention_after:
+                h = self.attention(h)                            # (B, 4F, 4, 4) for 128x128 inputs
+        h = self.act(h).mean(dim=(2, 3))                         # global mean pool -> (B, C)
+        return self.head(h).squeeze(-1)                          # (B,)
+
+
+class ICDCelebA(MultiscaleEnergy):
+    """ICD CelebA-HQ energy (code CelebAModel, filter_dim F): six 2x downsamplings per scale, energies summed."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        if cfg.width % 2:
+            raise ValueError(f"model.width must be even for arch {cfg.arch!r} (its stem has width/2 channels), "
+                             f"got {cfg.width}")
+        if cfg.image_size % 64:
+            raise ValueError(f"model.image_size={cfg.image_size} must be divisible by 64 for arch {cfg.arch!r} "
+                             f"(six 2x downsamplings per scale)")
+        nets = [ICDCelebAScale(cfg, CELEBA_MAIN, 0, CELEBA_ATTENTION_AFTER if cfg.attention else None, False)]
+        if cfg.multiscale:
+            # code: the half / quarter resolution nets never get self-attention
+            nets += [ICDCelebAScale(cfg, CELEBA_MID, 1, None, True),
+                     ICDCelebAScale(cfg, CELEBA_SMALL, 2, None, True)]
+        self.scales = nn.ModuleList(nets)

@@ -120,7 +120,8 @@ class SpectralNormAtMostOne(_SpectralNorm):
             self._power_method(w, self.n_power_iterations)
         u = self._u.clone(memory_format=torch.contiguous_format)
         v = self._v.clone(memory_format=torch.contiguous_format)
-        sigma = torch.vdot(u, torch.mv(w, v))
+        # code (utils.py:1059-1061): sigma + 1e-6, then W / sigma * min(sigma, 1) = W / max(sigma, 1)
+        sigma = torch.vdot(u, torch.mv(w, v)) + 1e-6
         return weight / sigma.clamp(min=1.0)
 
 
@@ -138,18 +139,32 @@ def has_spectral_norm(module: nn.Module) -> bool:
         isinstance(p, _SpectralNorm) for p in module.parametrizations.weight)
 
 
-def conv3x3(c_in: int, c_out: int, sn: bool, bias: bool = False, near_zero: bool = False) -> nn.Conv2d:
-    """3x3 'same' conv, optionally spectral-normalised; `near_zero` = IGEBM zero init (std 1e-10, as the code)."""
+def conv3x3(c_in: int, c_out: int, sn: bool, bias: bool = False, near_zero: bool = False,
+            sn_init: str = "torch") -> nn.Conv2d:
+    """3x3 'same' conv, optionally spectral-normalised; `near_zero` = IGEBM zero init (std 1e-10, as the code).
+
+    sn_init "code": a spectral-normed weight starts N(0, 1) (IGEBM utils.py get_weight). Spectral norm removes
+    the scale in the forward pass, but Adam moves each raw element by ~lr per step, so the raw scale sets how
+    fast the normalised weight turns: torch's default (std ~0.01-0.03 here) makes it ~30-100x faster.
+    """
     conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias)
     if near_zero:
         # not exactly 0: power iteration needs a non-zero matrix to find its direction
         nn.init.normal_(conv.weight, std=1e-10)
+    elif sn and sn_init == "code":
+        nn.init.normal_(conv.weight, std=1.0)
     return spectral(conv, at_most_one=near_zero) if sn else conv
 
 
-def linear(d_in: int, d_out: int, sn: bool) -> nn.Linear:
-    """Dense layer, optionally spectral-normalised."""
+def linear(d_in: int, d_out: int, sn: bool, sn_init: str = "torch", head_init: str = "torch") -> nn.Linear:
+    """Dense layer, optionally spectral-normalised; init as IGEBM's get_weight when asked (N(0, 1) / Xavier)."""
     layer = nn.Linear(d_in, d_out)
+    if sn and sn_init == "code":
+        nn.init.normal_(layer.weight, std=1.0)
+        nn.init.zeros_(layer.bias)       # IGEBM init_fc_weight: bias starts at zero
+    elif not sn and head_init == "xavier":
+        nn.init.xavier_uniform_(layer.weight)
+        nn.init.zeros_(layer.bias)
     return spectral(layer) if sn else layer
 
 
