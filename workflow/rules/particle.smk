@@ -1,11 +1,12 @@
-# E10 -- IGEBM §5.1 particle dynamics (Fig. 9): simulate -> train (model x seed) -> rollouts -> report.
+# E10 -- IGEBM §5.1 particle dynamics (Fig. 9): simulate -> train (model x seed) -> rollouts -> diagnose -> report.
 # Needs the Snakefile globals PREFIX ("" | "smoke/"), SETTING ("paper" | "smoke"), PARAMS (validated params.yaml)
 # and PY (the Python interpreter running Snakemake).
 # The `cfg` params carry a hash of the particle sections a rule depends on, so editing them re-runs the rule.
 
-from ebm_repro.experiments.particle.config import MODELS as PARTICLE_MODELS, particle_config
+from ebm_repro.experiments.particle.config import ALL_KINDS as PARTICLE_ALL_KINDS, particle_config
 
 PARTICLE = particle_config(PARAMS, SETTING)
+PARTICLE_MODELS = list(PARTICLE.kinds)  # the three base kinds, then the enabled Fig. 15c-input variants
 PARTICLE_CLI = f"{PY} -m ebm_repro"  # PY: the Snakefile's interpreter (sys.executable)
 PARTICLE_SEEDS = list(range(PARTICLE.train.n_seeds))
 
@@ -13,12 +14,15 @@ PARTICLE_TARGETS = [
     f"{PREFIX}results/tables/particle.md",
     f"{PREFIX}results/figures/particle_mse.png",
     f"{PREFIX}results/figures/particle_mse.pdf",
+    f"{PREFIX}results/figures/particle_rollouts.png",
+    f"{PREFIX}results/figures/particle_rollouts.pdf",
 ]
+
 CAT_PARTICLE = "E10 Particle dynamics (IGEBM §5.1, Fig. 9)"
 REPORT_TABLES["particle"] = CAT_PARTICLE
 
 wildcard_constraints:
-    pmodel="|".join(PARTICLE_MODELS),
+    pmodel="|".join(PARTICLE_ALL_KINDS),
     pseed=r"\d+",
 
 
@@ -40,7 +44,7 @@ rule simulate_particles:
 
 
 rule train_particle_model:
-    """One model (feedforward | ebm_ld | ebm_mppi) for one training seed."""
+    """One model (feedforward | ebm_ld | ebm_mppi [| ..._fig15c]) for one seed, trained to the plateau rule."""
     input:
         data=rules.simulate_particles.output.data,
     output:
@@ -81,11 +85,40 @@ rule evaluate_particle_rollouts:
         "--out {output.rollouts} > {log} 2>&1"
 
 
-rule make_particle_report:
-    """Fig. 9 analogue (log-scale MSE per step) and the horizon table, with learning-free reference rows."""
+rule diagnose_particle_models:
+    """Box exits and speed drift of every rollout; one-step errors at wall bounces and in free flight of each
+    seed-0 model; energies of each seed-0 EBM around the truth, along its step and beyond the walls."""
     input:
         data=rules.simulate_particles.output.data,
         rollouts=expand(f"{PREFIX}results/particle/rollouts/{{pmodel}}.npz", pmodel=PARTICLE_MODELS),
+        ckpts=expand(f"{PREFIX}results/particle/models/{{pmodel}}_seed0.pt", pmodel=PARTICLE_MODELS),
+    output:
+        diagnosis=f"{PREFIX}results/particle/diagnosis.json",
+        png=report(PARTICLE_TARGETS[3], caption="../report/particle_rollouts.rst", category=CAT_PARTICLE),
+        pdf=PARTICLE_TARGETS[4],
+    log:
+        f"{PREFIX}logs/particle/diagnose_particle_models.log",
+    benchmark:
+        f"{PREFIX}logs/benchmarks/particle/diagnose_particle_models.tsv"
+    threads: 1
+    params:
+        setting=SETTING,
+        cfg=PARTICLE.section_hash("physics", "langevin", "mppi", "eval", "fig15c"),
+    shell:
+        "{PARTICLE_CLI} particle-diagnose --setting {params.setting} --threads {threads} --data {input.data} "
+        "--rollouts {input.rollouts} --ckpts {input.ckpts} --out {output.diagnosis} "
+        "--figure-png {output.png} --figure-pdf {output.pdf} > {log} 2>&1"
+
+
+rule make_particle_report:
+    """Fig. 9 analogue (log-scale MSE per step) and the horizon table, with learning-free reference rows; the
+    footer quotes the stopping rule's outcome per model and the diagnosis."""
+    input:
+        data=rules.simulate_particles.output.data,
+        rollouts=expand(f"{PREFIX}results/particle/rollouts/{{pmodel}}.npz", pmodel=PARTICLE_MODELS),
+        histories=expand(f"{PREFIX}results/particle/models/{{pmodel}}_seed{{pseed}}.json", pmodel=PARTICLE_MODELS,
+                         pseed=PARTICLE_SEEDS),
+        diagnosis=rules.diagnose_particle_models.output.diagnosis,
     output:
         table=PARTICLE_TARGETS[0],
         png=report(PARTICLE_TARGETS[1], caption="../report/particle_mse.rst", category=CAT_PARTICLE),
@@ -98,8 +131,9 @@ rule make_particle_report:
     threads: 1
     params:
         setting=SETTING,
-        cfg=PARTICLE.section_hash("train", "eval"),  # the table footer quotes both
+        cfg=PARTICLE.section_hash("train", "eval", "langevin", "mppi", "fig15c"),  # the table footer quotes them
     shell:
         "{PARTICLE_CLI} particle-report --setting {params.setting} --threads {threads} "
-        "--data {input.data} --rollouts {input.rollouts} --table {output.table} --figure-png {output.png} "
+        "--data {input.data} --rollouts {input.rollouts} --histories {input.histories} "
+        "--diagnosis {input.diagnosis} --table {output.table} --figure-png {output.png} "
         "--figure-pdf {output.pdf} --summary {output.summary} > {log} 2>&1"

@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from ebm_repro.config import ConfigError, _enum, _pos, build_setting_block, dataclass_schema, stable_hash
 
 MODELS = ("feedforward", "ebm_ld", "ebm_mppi")  # (a) regressor, (b) EBM + Langevin, (c) EBM + MPPI
+# A variant kind is a base kind with the paper's Fig. 15c input and output: positions only (net.rel_scale = 0)
+# and, for the regressor, the position itself as output (net.ff_residual = false). `fig15c:` in params.yaml
+# says which of them run.
+FIG15C = "_fig15c"
+ALL_KINDS = MODELS + tuple(k + FIG15C for k in MODELS)
 CONTEXT = 3  # past positions given to every model (IGEBM §5.1)
 
 
@@ -64,17 +69,8 @@ class MPPIConfig:
 
 
 @dataclass(frozen=True)
-class ItersConfig:
-    """Training iterations per model kind (keys = MODELS)."""
-    feedforward: int = _pos()
-    ebm_ld: int = _pos()
-    ebm_mppi: int = _pos()
-
-
-@dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = _pos()
-    n_iters: ItersConfig
     lr: float = _pos()
     beta1: float = _pos(minimum=0, exclusiveMaximum=1)
     beta2: float = _pos(minimum=0, exclusiveMaximum=1)
@@ -82,7 +78,16 @@ class TrainConfig:
     kl_coeff: float = _pos(minimum=0)   # weight of L_KL (Eq. 9)
     l2_coeff: float = _pos(minimum=0)   # weight of L_Reg (Eq. 10)
     n_seeds: int = _pos()               # training seeds 0..n_seeds-1
-    log_every: int = _pos()
+    # One stopping rule for every model kind (plateau.Plateau): held-out one-step MSE every eval_every
+    # iterations; stop after `patience` evaluations without a relative improvement of min_rel_improvement,
+    # or at max_iters; the best-validation weights are kept.
+    max_iters: int = _pos()
+    eval_every: int = _pos()
+    patience: int = _pos()
+    min_rel_improvement: float = _pos(minimum=0, exclusiveMaximum=1)
+    val_traj: int = _pos()              # the last val_traj training trajectories are held out (never the test set)
+    val_windows: int = _pos()           # fixed (past, next) windows drawn once from them
+    val_seed: int = _pos(minimum=0)     # draws those windows and the samplers' noise at validation
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,23 @@ class EvalConfig:
     n_starts: int = _pos()    # rollout start times per test trajectory, evenly spaced
     batch_size: int = _pos()
     seed: int = _pos(minimum=0)   # sampler noise at test time
+    probe_windows: int = _pos()   # diagnosis: test windows (free flight, and bounces) the seed-0 models are probed on
+
+
+@dataclass(frozen=True)
+class Fig15cConfig:
+    """Which base kinds also run as a Fig. 15c-input variant (an extra row each)."""
+    feedforward: bool
+    ebm_ld: bool
+    ebm_mppi: bool
+
+
+def base_kind(kind: str) -> str:
+    """'ebm_ld_fig15c' -> 'ebm_ld'; a base kind maps to itself; anything else is an error."""
+    base = kind.removesuffix(FIG15C)
+    if base not in MODELS or kind not in ALL_KINDS:
+        raise ValueError(f"unknown particle model kind {kind!r}; choose one of {', '.join(ALL_KINDS)}")
+    return base
 
 
 @dataclass(frozen=True)
@@ -103,16 +125,29 @@ class ParticleConfig:
     mppi: MPPIConfig
     train: TrainConfig
     eval: EvalConfig
+    fig15c: Fig15cConfig
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Model kinds of this setting's DAG: the three base kinds, then the enabled Fig. 15c variants."""
+        return MODELS + tuple(k + FIG15C for k in MODELS if getattr(self.fig15c, k))
+
+    def net_for(self, kind: str) -> NetConfig:
+        """The net of one kind: `net`, or for a Fig. 15c variant `net` with positions-only input and output."""
+        if base_kind(kind) == kind:
+            return self.net
+        return dataclasses.replace(self.net, rel_scale=0.0, ff_residual=False)
 
     def section_hash(self, *sections: str) -> str:
         """Short stable hash of some sections (for provenance and Snakemake params)."""
         return stable_hash({s: dataclasses.asdict(getattr(self, s)) for s in sections}, 12)
 
     def train_hash(self, kind: str) -> str:
-        """Hash of what changes one model kind's training (its own sampler and iteration count only)."""
-        d = {s: dataclasses.asdict(getattr(self, s)) for s in ("physics", "data", "net", "train")}
-        d["train"]["n_iters"] = getattr(self.train.n_iters, kind)
-        d["sampler"] = {"ebm_ld": dataclasses.asdict(self.langevin), "ebm_mppi": dataclasses.asdict(self.mppi)}.get(kind)
+        """Hash of what changes one model kind's training (of the samplers, only its own)."""
+        d = {s: dataclasses.asdict(getattr(self, s)) for s in ("physics", "data", "train")}
+        d["net"] = dataclasses.asdict(self.net_for(kind))
+        d["sampler"] = {"ebm_ld": dataclasses.asdict(self.langevin),
+                        "ebm_mppi": dataclasses.asdict(self.mppi)}.get(base_kind(kind))
         return stable_hash(d, 12)
 
 
@@ -141,6 +176,11 @@ def check_particle_config(cfg: ParticleConfig, setting: str) -> None:
         raise ConfigError(f"eval.horizon ({e.horizon}) + {CONTEXT} > data.n_steps ({d.n_steps}) in {where}")
     if cfg.net.ff_residual and cfg.net.rel_scale == 0:
         raise ConfigError(f"net.ff_residual needs net.rel_scale > 0 (the residual's scale) in {where}")
+    t = cfg.train
+    if t.val_traj >= d.n_train:
+        raise ConfigError(f"train.val_traj ({t.val_traj}) must be below data.n_train ({d.n_train}) in {where}")
+    if t.eval_every > t.max_iters:
+        raise ConfigError(f"train.eval_every ({t.eval_every}) exceeds train.max_iters ({t.max_iters}) in {where}")
     if d.n_steps <= CONTEXT:
         raise ConfigError(f"data.n_steps must exceed {CONTEXT} in {where}")
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ebm_repro.experiments.particle.config import CONTEXT, NetConfig
+from ebm_repro.experiments.particle.config import CONTEXT, NetConfig, base_kind
 
 
 class SelfAttention(nn.Module):
@@ -83,5 +83,5 @@ class FeedForwardNet(nn.Module):
 
 
 def build_model(kind: str, cfg: NetConfig, box_size: float) -> nn.Module:
-    """feedforward -> FeedForwardNet; ebm_ld / ebm_mppi -> EnergyNet."""
-    return FeedForwardNet(cfg, box_size) if kind == "feedforward" else EnergyNet(cfg, box_size)
+    """feedforward[_fig15c] -> FeedForwardNet; ebm_ld / ebm_mppi [_fig15c] -> EnergyNet (cfg: that kind's net)."""
+    return FeedForwardNet(cfg, box_size) if base_kind(kind) == "feedforward" else EnergyNet(cfg, box_size)

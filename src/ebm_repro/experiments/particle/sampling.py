@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ebm_repro.experiments.particle.config import LangevinConfig, MPPIConfig
+from ebm_repro.experiments.particle.config import LangevinConfig, MPPIConfig, base_kind
 
 EnergyFn = Callable[[torch.Tensor], torch.Tensor]  # (B, 2) -> (B,) or (B, S, 2) -> (B, S)
 
@@ -52,7 +52,8 @@ def mppi(energy: EnergyFn, x0: torch.Tensor, cfg: MPPIConfig, differentiable: bo
 
 
 def make_sampler(kind: str, lcfg: LangevinConfig, mcfg: MPPIConfig):
-    """'ebm_ld' or 'ebm_mppi' -> sampler(energy, x0, differentiable=False, generator=None)."""
+    """'ebm_ld' or 'ebm_mppi' (or their variants) -> sampler(energy, x0, differentiable=False, generator=None)."""
+    kind = base_kind(kind)
     if kind == "ebm_ld":
         return lambda energy, x0, differentiable=False, generator=None: langevin(
             energy, x0, lcfg, differentiable, generator)

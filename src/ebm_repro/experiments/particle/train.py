@@ -1,6 +1,7 @@
 """Training of the feed-forward regressor (MSE) and the EBMs (L_ML + L_KL + L_Reg, IGEBM §3.4)."""
 from __future__ import annotations
 
+import copy
 import time
 
 import numpy as np
@@ -9,8 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ebm_repro.experiments.particle.config import CONTEXT, ParticleConfig
+from ebm_repro.experiments.particle.config import CONTEXT, ParticleConfig, base_kind
 from ebm_repro.experiments.particle.models import build_model
+from ebm_repro.experiments.particle.plateau import Plateau
 from ebm_repro.experiments.particle.sampling import conditional_energy, make_sampler
 
 
@@ -45,31 +47,76 @@ def ebm_losses(model: nn.Module, sampler, past: torch.Tensor, pos: torch.Tensor,
             "e_pos": e_pos.mean(), "e_neg": e_neg.mean(), "sample_mse": F.mse_loss(neg.detach(), pos)}
 
 
-def train(kind: str, cfg: ParticleConfig, traj: np.ndarray, seed: int, log=print) -> tuple[nn.Module, list[dict]]:
-    """Train one model on trajectories (N, T, 2); returns the model and a history of logged stats."""
+def validation_windows(traj: np.ndarray, cfg: ParticleConfig) -> tuple[np.ndarray, tuple[torch.Tensor, torch.Tensor]]:
+    """Split trajectories (N, T, 2) -> (fit trajectories, fixed validation windows from the last val_traj)."""
+    tc = cfg.train
+    if tc.val_traj >= len(traj):
+        raise ValueError(f"train.val_traj ({tc.val_traj}) leaves no training trajectories out of {len(traj)}")
+    fit, val = traj[:-tc.val_traj], traj[-tc.val_traj:]
+    return fit, sample_windows(val, tc.val_windows, np.random.default_rng(tc.val_seed))
+
+
+def one_step_mse(kind: str, model: nn.Module, past: torch.Tensor, nxt: torch.Tensor, cfg: ParticleConfig) -> float:
+    """Held-out one-step MSE (mean over windows, x and y) of the test-time predictor; sampler noise is seeded
+    with train.val_seed, so every evaluation of a run draws the same noise and differences come from the weights."""
+    with torch.no_grad():  # Langevin re-enables grad locally for dE/dx
+        if base_kind(kind) == "feedforward":
+            pred = model(past)
+        else:
+            gen = torch.Generator().manual_seed(cfg.train.val_seed)
+            pred = make_sampler(kind, cfg.langevin, cfg.mppi)(conditional_energy(model, past), past[:, -1],
+                                                                generator=gen)
+    return ((pred.detach() - nxt) ** 2).mean().item()
+
+
+def train(kind: str, cfg: ParticleConfig, traj: np.ndarray, seed: int, log=print) -> tuple[nn.Module, list[dict], dict]:
+    """Train one model on trajectories (N, T, 2) until the held-out one-step MSE plateaus (train.* rule).
+
+    Returns the model holding its best-validation weights, the history (one row per validation) and a summary
+    (iterations run, best iteration, why it stopped).
+    """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = build_model(kind, cfg.net, cfg.physics.box_size)
+    model = build_model(kind, cfg.net_for(kind), cfg.physics.box_size)
     tc = cfg.train
+    fit, (val_past, val_next) = validation_windows(traj, cfg)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2))
-    sampler = None if kind == "feedforward" else make_sampler(kind, cfg.langevin, cfg.mppi)
-    history, t0 = [], time.perf_counter()
-    n_iters = getattr(tc.n_iters, kind)
-    for it in range(1, n_iters + 1):
-        past, nxt = sample_windows(traj, tc.batch_size, rng)
+    sampler = None if base_kind(kind) == "feedforward" else make_sampler(kind, cfg.langevin, cfg.mppi)
+    rule = Plateau(tc.patience, tc.min_rel_improvement)
+    history, best_state, t0, stopped, it = [], None, time.perf_counter(), "max_iters", 0
+    while it < tc.max_iters:
+        it += 1
+        past, nxt = sample_windows(fit, tc.batch_size, rng)
         if sampler is None:
             stats = {"loss": F.mse_loss(model(past), nxt)}
         else:
             stats = ebm_losses(model, sampler, past, nxt, cfg, gen)
         if not torch.isfinite(stats["loss"]):  # stop before a NaN step corrupts the weights
-            raise FloatingPointError(f"{kind} seed {seed}: loss is {stats['loss'].item()} at iteration {it}")
+            if best_state is None:
+                raise FloatingPointError(f"{kind} seed {seed}: loss is {stats['loss'].item()} at iteration {it}, "
+                                         f"before any validation")
+            log(f"non-finite loss at iteration {it}: stopping, keeping the weights of iteration {rule.best_iter}")
+            stopped = "nonfinite_loss"
+            break
         opt.zero_grad(set_to_none=True)
         stats["loss"].backward()
         opt.step()
-        if it % tc.log_every == 0 or it == n_iters:
+        if it % tc.eval_every == 0 or it == tc.max_iters:
+            val = one_step_mse(kind, model, val_past, val_next, cfg)
+            new_best, stop = rule.update(it, val)
+            if new_best:
+                best_state = copy.deepcopy(model.state_dict())
             row = {"iter": it, "seconds": round(time.perf_counter() - t0, 2),
-                   **{k: v.item() for k, v in stats.items()}}
+                   **{k: v.item() for k, v in stats.items()}, "val_mse": val, "best": new_best}
             history.append(row)
             log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-    return model, history
+            if stop:
+                stopped = "plateau"
+                break
+    if best_state is None:
+        raise FloatingPointError(f"{kind} seed {seed}: no finite validation error in {it} iterations")
+    model.load_state_dict(best_state)
+    summary = {"iters": it, "best_iter": rule.best_iter, "best_val_mse": rule.best, "stopped": stopped}
+    log(" ".join(f"{k}={v}" for k, v in summary.items()))
+    return model, history, summary
