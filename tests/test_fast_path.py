@@ -4,7 +4,8 @@ Exact switches (data_on_device, host_sync: log) must give bit-identical runs. Sa
 (channels_last, compile) must agree to float rounding where the computation is not chaotic -- energies, one
 Langevin step, gradients and Adam updates -- and, over a whole chain (ICD's step size 100 amplifies rounding
 ~1e4-fold in 40 steps), deviate no more than the reference deviates from itself under a 1e-6 change of the
-chain starts, with final energies of the same law. Tolerances (docs/speed.md):
+chain starts, with final energies of the same law. The tolerances are the TOL_* constants below (docs/speed.md).
+EBM_TEST_DEVICE=cuda runs the exact-switch tests on a GPU (deterministic algorithms on).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from tests.test_train import tiny_config
 ROOT = Path(__file__).resolve().parents[1]
 REF = C.RuntimeConfig()
 EXACT = dataclasses.replace(REF, data_on_device=True, host_sync="log")
+DEVICE = os.environ.get("EBM_TEST_DEVICE", "cpu")   # the exact-switch tests: where the device matters
 CL = dataclasses.replace(REF, channels_last=True)
 
 TOL_ENERGY = 1e-5     # relative: energies of the same inputs (max |dE| / max |E|)
@@ -62,11 +64,25 @@ def _log_rows(path: Path) -> list[dict]:
         return [{k: v for k, v in r.items() if k != "sec_per_iter"} for r in csv.DictReader(f)]
 
 
+@pytest.fixture
+def deterministic():
+    """Bit-for-bit comparisons on a GPU need deterministic kernels (cuDNN's fastest are not)."""
+    if DEVICE == "cpu":
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    yield
+    torch.use_deterministic_algorithms(False)
+
+
 @pytest.mark.parametrize("variant", ["icd", "igebm_uncond"])
-def test_exact_switches_give_the_reference_run_bit_for_bit(tmp_path, data_dir, variant):
+def test_exact_switches_give_the_reference_run_bit_for_bit(tmp_path, data_dir, variant, deterministic):
     runs = {}
     for name, rt in [("ref", REF), ("fast", EXACT)]:
-        t = Trainer(with_runtime(tiny_config(variant), rt, **LONG), data_dir, tmp_path / name, device="cpu")
+        torch.manual_seed(0)
+        t = Trainer(with_runtime(tiny_config(variant), rt, **LONG), data_dir, tmp_path / name, device=DEVICE)
         hosts, step = [], t.train_step
         t.train_step = lambda want_grad_parts=False, host=True: (hosts.append(host), step(want_grad_parts, host))[1]
         t.run(progress=False)
@@ -80,10 +96,10 @@ def test_exact_switches_give_the_reference_run_bit_for_bit(tmp_path, data_dir, v
     assert _log_rows(tmp_path / "ref" / "train_log.csv") == _log_rows(tmp_path / "fast" / "train_log.csv")
 
 
-def test_deferred_reads_stop_a_diverging_run_at_the_same_step_with_the_same_files(tmp_path, data_dir):
+def test_deferred_reads_stop_a_diverging_run_at_the_same_step_with_the_same_files(tmp_path, data_dir, deterministic):
     out = {}
     for name, rt in [("ref", REF), ("fast", EXACT)]:
-        t = Trainer(with_runtime(tiny_config("igebm_uncond"), rt, **LONG), data_dir, tmp_path / name, device="cpu")
+        t = Trainer(with_runtime(tiny_config("igebm_uncond"), rt, **LONG), data_dir, tmp_path / name, device=DEVICE)
         draw, calls = t.positives.draw, [0]
 
         def poisoned(n, draw=draw, calls=calls):   # the 6th batch of positives is NaN: E(x+) non-finite at step 6

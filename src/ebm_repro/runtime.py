@@ -34,7 +34,14 @@ class NCHWDropout(nn.Dropout):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.contiguous())
+        if not self.training or self.p == 0:
+            return x    # what F.dropout returns here (no mask, no random numbers): no NCHW copy
+        if x.device.type == "cpu" and not self.inplace:
+            # ATen's CPU dropout is exactly noise = bernoulli(1 - p) / (1 - p), x * noise: drawn here on an NCHW
+            # buffer, the masks are the reference's and x stays channels-last (no copy of x in and out of NCHW)
+            noise = torch.empty(x.shape, dtype=x.dtype, device=x.device).bernoulli_(1 - self.p).div_(1 - self.p)
+            return x * noise
+        return super().forward(x.contiguous())   # GPUs: the fused kernel, as the reference runs it
 
 
 def prepare_model(model: nn.Module, rt: RuntimeConfig) -> nn.Module:
@@ -42,7 +49,8 @@ def prepare_model(model: nn.Module, rt: RuntimeConfig) -> nn.Module:
     if rt.channels_last:
         for parent in list(model.modules()):
             for name, child in parent.named_children():
-                if type(child) is nn.Dropout:
+                # p = 0 draws no mask: left as it is, or its NCHW copy would cost a layout round trip per block
+                if type(child) is nn.Dropout and child.p > 0:
                     setattr(parent, name, NCHWDropout(child.p, child.inplace))
         model.to(memory_format=torch.channels_last)
     return model
