@@ -471,12 +471,17 @@ def _rate_cells(n_items: float, ts: dict, ref: dict) -> tuple[str, str, str]:
     return rate, cpu, f"{rm:.2f}x [{rlo:.2f} - {rhi:.2f}]"
 
 
+def _load_note(r: dict) -> str:
+    """Say the machine was shared when the load before the run exceeded half its cores."""
+    return " (other jobs shared the machine)" if r["loadavg_before"][0] > 0.5 * (os.cpu_count() or 1) else ""
+
+
 def render(r: dict) -> str:
     gpu = r["device"] if "cuda" in r["args"]["device"] else None
     L = ["# Throughput: reference path vs runtime switches", "",
          f"Device: **{gpu or r['cpu']}** ({r['args']['device']}); torch {r['torch']}; {r['threads']} threads; "
          f"{r['date']}; load average before / after: {r['loadavg_before'][0]:.1f} / {r['loadavg_after'][0]:.1f} "
-         f"on {os.cpu_count()} cores (other helpers' jobs shared the machine). Written by "
+         f"on {os.cpu_count()} cores{_load_note(r)}. Written by "
          f"`benchmarks/throughput.py` (arguments in the .json beside this file). Rates: median over "
          f"{r['args']['rounds']} interleaved rounds [min - max]; vs reference: median of the per-round ratios "
          f"[min - max] (> 1 = faster); CPU rate: per second of process CPU time (all threads), steadier under load.",
