@@ -178,3 +178,15 @@ def write_run_provenance(a, out: Path, runs: list[Run], extra: dict, inputs: lis
                       "variants": [r.variant for r in runs],
                       "training_hashes": {r.variant: r.summary.get("training_hash") for r in runs},
                       "train_steps": {r.variant: r.summary.get("step") for r in runs}, **extra})
+
+
+def load_scores(path: Path, rows: list, setting: str, block: str, verb: str) -> tuple[dict, dict]:
+    """Arrays of a scoring stage's .npz and its .json sidecar, refused when scored for other rows or setting."""
+    import numpy as np
+
+    meta = json.loads(path.with_suffix(".json").read_text())
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    if meta["rows"] != rows or meta["setting"] != setting:
+        raise SystemExit(f"error: {path} was scored for other {block}.rows or setting; rerun {verb}")
+    return arrays, meta

@@ -267,14 +267,11 @@ def cmd_report_likelihood(a) -> None:
     """results/tables/likelihood.md, results/likelihood/summary.json, results/figures/energy_hist.{png,pdf}."""
     from ebm_repro.checkpoint import atomic_write_text
     from ebm_repro.report import write_provenance
+    from ebm_repro.runs import load_scores
 
     p = commands.load(a)
     path = Path(a.energies)
-    meta = json.loads(path.with_suffix(".json").read_text())
-    with np.load(path, allow_pickle=False) as z:
-        energies = {k: z[k] for k in z.files}
-    if meta["rows"] != p[BLOCK]["rows"] or meta["setting"] != p["setting"]:
-        raise SystemExit(f"error: {path} was scored for other likelihood.rows or setting; rerun score-likelihood")
+    energies, meta = load_scores(path, p[BLOCK]["rows"], p["setting"], BLOCK, "score-likelihood")
     close = p[BLOCK]["close_within"]
     summary = summarise(energies, meta, close)
     atomic_write_text(Path(a.summary), json.dumps({"setting": meta["setting"], "close_within": close,

@@ -399,14 +399,11 @@ def cmd_report_ood(a) -> None:
     """results/tables/ood.md, results/ood/auroc.json and results/figures/ood_hist.{png,pdf} from score-ood."""
     from ebm_repro.checkpoint import atomic_write_text
     from ebm_repro.report import write_provenance
+    from ebm_repro.runs import load_scores
 
     p = commands.load(a)
     scores_path = Path(a.scores)
-    meta = json.loads(scores_path.with_suffix(".json").read_text())
-    with np.load(scores_path, allow_pickle=False) as z:
-        scores = {k: z[k] for k in z.files}
-    if meta["rows"] != p[BLOCK]["rows"] or meta["setting"] != p["setting"]:
-        raise SystemExit(f"error: {scores_path} was scored for other ood.rows or setting; rerun score-ood")
+    scores, meta = load_scores(scores_path, p[BLOCK]["rows"], p["setting"], BLOCK, "score-ood")
     aurocs = auroc_table(scores, meta)
     atomic_write_text(Path(a.auroc), json.dumps({"setting": meta["setting"], "auroc": aurocs, "n": meta["n"],
                                                  "rows": meta["rows"]}, indent=1) + "\n")
