@@ -41,3 +41,22 @@ def test_run_without_logged_gap_cannot_be_judged(tmp_path, params):
         R.stability_verdict(R.load_run(d), BOUND, LATE)
 
 
+
+
+def test_load_scores_returns_the_arrays_and_refuses_other_rows_or_setting(tmp_path):
+    import json
+
+    import numpy as np
+    import pytest
+
+    from ebm_repro.runs import load_scores
+
+    path = tmp_path / "scores.npz"
+    np.savez(path, a=np.arange(3))
+    path.with_suffix(".json").write_text(json.dumps({"rows": [{"variant": "v"}], "setting": "smoke"}))
+    arrays, meta = load_scores(path, [{"variant": "v"}], "smoke", "ood", "score-ood")
+    assert arrays["a"].tolist() == [0, 1, 2] and meta["setting"] == "smoke"
+    with pytest.raises(SystemExit, match=r"other ood\.rows or setting; rerun score-ood"):
+        load_scores(path, [{"variant": "w"}], "smoke", "ood", "score-ood")
+    with pytest.raises(SystemExit, match="rerun score-likelihood"):
+        load_scores(path, [{"variant": "v"}], "paper", "likelihood", "score-likelihood")
