@@ -347,6 +347,13 @@ def _deep_merge(base: dict, over: dict | None) -> dict:
     return out
 
 
+def setting_block_schema(cls: type, smoke_required: bool = True) -> dict:
+    """JSON schema of a block read by build_setting_block: `paper:` complete, `smoke:` overrides of it."""
+    return {"type": "object", "additionalProperties": False,
+            "required": ["paper", "smoke"] if smoke_required else ["paper"],
+            "properties": {"paper": dataclass_schema(cls), "smoke": dataclass_schema(cls, partial=True)}}
+
+
 def build_setting_block(cls: type, params: dict, key: str, setting: str) -> Any:
     """Dataclass `cls` from params[key]: its `paper` mapping, with its `smoke` one merged over it for smoke."""
     if setting not in ("paper", "smoke"):

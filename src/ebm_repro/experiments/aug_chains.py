@@ -40,9 +40,7 @@ class AugChainsConfig:
 
 
 def schema() -> dict:
-    return {"type": "object", "additionalProperties": False, "required": ["paper", "smoke"],
-            "properties": {"paper": C.dataclass_schema(AugChainsConfig),
-                           "smoke": C.dataclass_schema(AugChainsConfig, partial=True)}}
+    return C.setting_block_schema(AugChainsConfig)
 
 
 def aug_chains_config(params: dict, setting: str) -> AugChainsConfig:

@@ -67,9 +67,7 @@ class ComposeConfig:
 
 
 def schema() -> dict:
-    return {"type": "object", "additionalProperties": False, "required": ["paper"],
-            "properties": {"paper": C.dataclass_schema(ComposeConfig),
-                           "smoke": C.dataclass_schema(ComposeConfig, partial=True)}}
+    return C.setting_block_schema(ComposeConfig, smoke_required=False)
 
 
 def settings(params: dict, setting: str | None = None) -> ComposeConfig:

@@ -42,9 +42,7 @@ class CrossClassConfig:
 
 
 def schema() -> dict:
-    return {"type": "object", "additionalProperties": False, "required": ["paper", "smoke"],
-            "properties": {"paper": C.dataclass_schema(CrossClassConfig),
-                           "smoke": C.dataclass_schema(CrossClassConfig, partial=True)}}
+    return C.setting_block_schema(CrossClassConfig)
 
 
 def cross_class_config(params: dict, setting: str) -> CrossClassConfig:

@@ -36,9 +36,7 @@ class FinetuneConfig:
 
 
 def schema() -> dict:
-    return {"type": "object", "additionalProperties": False, "required": ["paper", "smoke"],
-            "properties": {"paper": C.dataclass_schema(FinetuneConfig),
-                           "smoke": C.dataclass_schema(FinetuneConfig, partial=True)}}
+    return C.setting_block_schema(FinetuneConfig)
 
 
 def finetune_config(params: dict, setting: str) -> FinetuneConfig:

@@ -40,9 +40,7 @@ class LowTemperatureConfig:
 
 
 def schema() -> dict:
-    return {"type": "object", "additionalProperties": False, "required": ["paper", "smoke"],
-            "properties": {"paper": C.dataclass_schema(LowTemperatureConfig),
-                           "smoke": C.dataclass_schema(LowTemperatureConfig, partial=True)}}
+    return C.setting_block_schema(LowTemperatureConfig)
 
 
 def low_temperature_config(params: dict, setting: str) -> LowTemperatureConfig:

@@ -42,9 +42,7 @@ class NeighboursConfig:
 
 
 def schema() -> dict:
-    return {"type": "object", "additionalProperties": False, "required": ["paper", "smoke"],
-            "properties": {"paper": C.dataclass_schema(NeighboursConfig),
-                           "smoke": C.dataclass_schema(NeighboursConfig, partial=True)}}
+    return C.setting_block_schema(NeighboursConfig)
 
 
 def neighbours_config(params: dict, setting: str) -> NeighboursConfig:

@@ -69,9 +69,7 @@ class RestorationConfig:
 
 
 def schema() -> dict:
-    return {"type": "object", "additionalProperties": False, "required": ["paper", "smoke"],
-            "properties": {"paper": C.dataclass_schema(RestorationConfig),
-                           "smoke": C.dataclass_schema(RestorationConfig, partial=True)}}
+    return C.setting_block_schema(RestorationConfig)
 
 
 def restoration_config(params: dict, setting: str) -> RestorationConfig:

@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ebm_repro.config import (BufferConfig, ConfigError, LossConfig, ModelConfig, OptimConfig, SamplerConfig, _enum,
-                              _pos, build_setting_block, dataclass_schema, stable_hash)
+                              _pos, build_setting_block, setting_block_schema, stable_hash)
 
 # The four conditional EBMs (IGEBM train.py --cond_scale/--cond_pos/--cond_rot/--cond_shape) and the size of
 # the latent vector each is conditioned on (data.py DSprites: scale; posX, posY; cos, sin of the orientation;
@@ -153,9 +153,7 @@ def _plain(v):
 
 def compose_schema() -> dict:
     """JSON schema of params.yaml's `compose:` section (`paper:` complete, `smoke:` overrides)."""
-    return {"type": "object", "additionalProperties": False, "required": ["paper", "smoke"],
-            "properties": {"paper": dataclass_schema(ComposeConfig),
-                           "smoke": dataclass_schema(ComposeConfig, partial=True)}}
+    return setting_block_schema(ComposeConfig)
 
 
 def check_compose_config(cfg: ComposeConfig, setting: str) -> None:

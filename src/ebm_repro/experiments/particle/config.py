@@ -1,14 +1,14 @@
 """Particle-dynamics (E10) config: frozen dataclasses built from params.yaml's `particle:` block.
 
 Layout of the block: `paper:` holds every key (paper scale); `smoke:` holds overrides merged on top.
-The JSON schema is generated from these dataclasses with config.dataclass_schema.
+The JSON schema is generated from these dataclasses with config.setting_block_schema.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 
-from ebm_repro.config import ConfigError, _enum, _pos, build_setting_block, dataclass_schema, stable_hash
+from ebm_repro.config import ConfigError, _enum, _pos, build_setting_block, setting_block_schema, stable_hash
 
 MODELS = ("feedforward", "ebm_ld", "ebm_mppi")  # (a) regressor, (b) EBM + Langevin, (c) EBM + MPPI
 # A variant kind is a base kind with the paper's Fig. 15c input and output: positions only (net.rel_scale = 0)
@@ -153,11 +153,7 @@ class ParticleConfig:
 
 def particle_schema() -> dict:
     """JSON schema of params.yaml's `particle:` section."""
-    return {
-        "type": "object", "additionalProperties": False, "required": ["paper", "smoke"],
-        "properties": {"paper": dataclass_schema(ParticleConfig),
-                       "smoke": dataclass_schema(ParticleConfig, partial=True)},
-    }
+    return setting_block_schema(ParticleConfig)
 
 
 def check_particle_config(cfg: ParticleConfig, setting: str) -> None:

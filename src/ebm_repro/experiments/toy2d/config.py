@@ -1,7 +1,7 @@
 """2-D toy config (torch-free, so params.yaml validation stays fast): frozen dataclasses for `toy2d:`.
 
 Layout of the block: `paper:` holds every key (full-size run); `smoke:` holds overrides merged on top.
-The JSON schema is generated from these dataclasses with config.dataclass_schema.
+The JSON schema is generated from these dataclasses with config.setting_block_schema.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ebm_repro.config import (BufferConfig, ConfigError, LossConfig, OptimConfig, SamplerConfig, _enum, _pos,
-                              build_setting_block, dataclass_schema, stable_hash)
+                              build_setting_block, setting_block_schema, stable_hash)
 
 DENSITIES = ("gauss8", "rings")
 RECIPES = ("igebm_cd", "igebm_ml", "icd_cd", "icd_kl")
@@ -82,9 +82,7 @@ class Toy2DConfig:
 
 def toy2d_schema() -> dict:
     """JSON schema of params.yaml's `toy2d:` section (`paper:` complete, `smoke:` overrides)."""
-    return {"type": "object", "additionalProperties": False, "required": ["paper", "smoke"],
-            "properties": {"paper": dataclass_schema(Toy2DConfig),
-                           "smoke": dataclass_schema(Toy2DConfig, partial=True)}}
+    return setting_block_schema(Toy2DConfig)
 
 
 def temperature(s: SamplerConfig) -> float:
