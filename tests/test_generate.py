@@ -5,6 +5,7 @@ import dataclasses
 import math
 from pathlib import Path
 
+import pytest
 import torch
 
 from ebm_repro import checkpoint as ck
@@ -185,3 +186,14 @@ def test_ensemble_visits_every_snapshot_round_robin(tmp_path, monkeypatch):
     images, labels = G.generate(cfg, path, "ensemble", 16, device="cpu", progress=False)
     assert calls == [2 * 3 * 2, 2 * 2 * 2, 2 * 2 * 2]  # steps x iterations x chunks
     assert images.shape == (16, 32, 32, 3) and labels.min() >= 0  # a conditional model samples with labels
+
+
+def test_load_models_refuses_a_checkpoint_without_usable_weights(tmp_path):
+    # a run that diverged before its first checkpoint stores no weights: say so instead of a key mismatch
+    cfg, path = _tiny_checkpoint(tmp_path, 1)
+    c = ck.load(path)
+    ck.save(path, {**c, "model": None, "diverged": {"reason": "energy gap 3.1 > bound"}})
+    with pytest.raises(ck.CheckpointError, match=r"diverged before any usable checkpoint \(energy gap 3.1"):
+        G.load_models(cfg, path, "single", torch.device("cpu"))
+    with pytest.raises(ck.CheckpointError, match="holds 1 snapshots; the historical ensemble needs"):
+        G.load_models(cfg, path, "ensemble", torch.device("cpu"))

@@ -319,6 +319,35 @@ def load_state_strict(module: nn.Module, state: dict, what: str) -> None:
     module.load_state_dict(state, strict=True)
 
 
+def load_nets(cfg, path: Path, mode: str, device: torch.device | str) -> tuple[list[nn.Module], dict]:
+    """The nets a variant is evaluated with (eval mode, strict keys) and the checkpoint they came from.
+
+    mode 'single': the final weights, or the EMA copy where test_sampling.use_ema (ICD); 'ensemble': the
+    historical snapshots (IGEBM test_inception.py), at least two.
+    """
+    from ebm_repro.models import make_model  # here, not at the top: the models need nothing of this module
+
+    path = Path(path)
+    c = load(path)
+    check_model_args(c, cfg.hp.model, path)
+    if mode == "ensemble":
+        states = c["snapshots"]
+        if len(states) < 2:
+            raise CheckpointError(f"{path} holds {len(states)} snapshots; the historical ensemble "
+                                  f"needs train.n_snapshots >= 2")
+    else:
+        state = c["ema"] if cfg.hp.test_sampling.use_ema else c["model"]
+        if state is None:
+            raise CheckpointError(f"{path}: variant {cfg.variant!r} diverged before any usable checkpoint "
+                                  f"({(c.get('diverged') or {}).get('reason')}); retrain it first")
+        states = [state]
+    nets = []
+    for i, s in enumerate(states):
+        net = make_model(cfg.hp.model)
+        load_state_strict(net, s, f"{path} ({'snapshot %d' % i if mode == 'ensemble' else mode})")
+        nets.append(net.to(device).eval())
+    return nets, c
+
 def check_model_args(ckpt: dict, expected: ModelConfig, path: Path) -> None:
     """Refuse a checkpoint whose stored model arguments differ from the config's."""
     got, want = ckpt["model_args"], dataclasses.asdict(expected)

@@ -125,28 +125,10 @@ def copy_ebm_weights(clf: nn.Module, ebm_state: dict[str, torch.Tensor]) -> list
     return copied
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """auto = cuda when available (as train.pick_device; that module imports torchvision, seconds per job)."""
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
-
-
 def load_ebm(cfg, model_path: Path, device: torch.device) -> tuple[nn.Module, dict]:
-    """A variant's trained energy net (final or EMA weights, as test-time sampling), eval mode, and its file.
-
-    The single mode of generate.load_models, without importing generate (and torchvision through augment).
-    """
-    from ebm_repro.models import make_model
-
-    path = Path(model_path)
-    meta = ck.load(path)
-    ck.check_model_args(meta, cfg.hp.model, path)
-    state = meta["ema"] if cfg.hp.test_sampling.use_ema else meta["model"]
-    if state is None:
-        raise ck.CheckpointError(f"{path}: variant {cfg.variant!r} diverged before any usable checkpoint "
-                                 f"({(meta.get('diverged') or {}).get('reason')}); retrain it first")
-    net = make_model(cfg.hp.model)
-    ck.load_state_strict(net, state, f"{path} ({cfg.variant})")
-    return net.to(device).eval(), meta
+    """A variant's trained energy net (final or EMA weights, as test-time sampling), eval mode, and its file."""
+    nets, meta = ck.load_nets(cfg, model_path, "single", device)
+    return nets[0], meta
 
 
 @torch.no_grad()

@@ -119,7 +119,7 @@ def cmd_metrics(a) -> None:
 
 
 def _device(d: str):
-    from ebm_repro.train import pick_device
+    from ebm_repro.runtime import pick_device
     return pick_device(d)
 
 

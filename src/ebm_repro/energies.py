@@ -12,9 +12,9 @@ from ebm_repro.config import RunConfig
 
 def load_energy_net(cfg: RunConfig, model_path: Path, device: torch.device) -> nn.Module:
     """The net a variant is evaluated with: its final weights, or the EMA copy where test_sampling.use_ema (ICD)."""
-    from ebm_repro.generate import load_models
+    from ebm_repro.checkpoint import load_nets
 
-    return load_models(cfg, Path(model_path), "single", device)[0]  # eval mode (dropout off), strict load
+    return load_nets(cfg, model_path, "single", device)[0][0]  # eval mode (dropout off), strict load
 
 
 def as_float(images: np.ndarray) -> np.ndarray:

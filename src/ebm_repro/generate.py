@@ -27,10 +27,8 @@ from ebm_repro import checkpoint as ck
 from ebm_repro import distributed as D
 from ebm_repro.augment import Blur, make_augment
 from ebm_repro.config import RunConfig, SamplerConfig, TestSamplingConfig
-from ebm_repro.models import make_model
-from ebm_repro.runtime import HotPath, prepare_model, set_matmul_precision
+from ebm_repro.runtime import HotPath, pick_device, prepare_model, set_matmul_precision
 from ebm_repro.sampling import make_langevin
-from ebm_repro.train import pick_device
 
 MODES = ("single", "ensemble")
 PROTOCOLS = ("fresh_chains", "chunk_buffer", "persistent_buffer")
@@ -42,23 +40,7 @@ Refine = Callable[[torch.Tensor, torch.Tensor | None, int], torch.Tensor]
 
 def load_models(cfg: RunConfig, model_path: Path, mode: str, device: torch.device) -> list[nn.Module]:
     """The nets a mode samples from: final (or EMA) weights, or the last n_snapshots snapshots."""
-    c = ck.load(model_path)
-    ck.check_model_args(c, cfg.hp.model, model_path)
-    if mode == "ensemble":
-        states = c["snapshots"]
-        if len(states) < 2:
-            raise ck.CheckpointError(f"{model_path} holds {len(states)} snapshots; the historical ensemble "
-                                     f"needs train.n_snapshots >= 2")
-    elif cfg.hp.test_sampling.use_ema:
-        states = [c["ema"]]
-    else:
-        states = [c["model"]]
-    nets = []
-    for i, s in enumerate(states):
-        net = make_model(cfg.hp.model)
-        ck.load_state_strict(net, s, f"{model_path} ({'snapshot %d' % i if mode == 'ensemble' else mode})")
-        nets.append(net.to(device).eval())
-    return nets
+    return ck.load_nets(cfg, model_path, mode, device)[0]
 
 
 def quantize_output(x: torch.Tensor, mode: str) -> torch.Tensor:

@@ -15,6 +15,13 @@ from torch import nn
 from ebm_repro.config import RuntimeConfig
 
 
+def pick_device(device: str = "auto") -> torch.device:
+    """auto = cuda when available, else the CPU; any other name as torch spells it (cpu, cuda, cuda:N)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
 def set_matmul_precision(rt: RuntimeConfig, device: torch.device) -> None:
     """fp32 / bf16: true fp32 convolutions and matmuls on a GPU (PyTorch lets cuDNN use TF32 by default); tf32: TF32.
 

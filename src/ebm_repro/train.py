@@ -25,7 +25,7 @@ from ebm_repro.data import load_split
 from ebm_repro.losses import training_loss
 from ebm_repro.models import make_model
 from ebm_repro.optim import EMA, grad_norm, make_optimizer
-from ebm_repro.runtime import HotPath, prepare_model, set_matmul_precision
+from ebm_repro.runtime import HotPath, pick_device, prepare_model, set_matmul_precision
 from ebm_repro.sampling import make_langevin
 
 
@@ -43,12 +43,6 @@ class TrainingDiverged(RuntimeError):
     def __init__(self, message: str, step: int):
         super().__init__(message)
         self.step = step
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
 
 
 def dequantize(x_uint8: torch.Tensor) -> torch.Tensor:

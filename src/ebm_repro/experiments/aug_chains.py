@@ -151,7 +151,7 @@ def cmd_aug_chains(a) -> None:
     from ebm_repro.data import load_split
     from ebm_repro.generate import load_models, quantize_output
     from ebm_repro.report import write_provenance
-    from ebm_repro.train import pick_device
+    from ebm_repro.runtime import pick_device
 
     p = commands.load(a)
     setting = p["setting"]

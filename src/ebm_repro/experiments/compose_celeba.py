@@ -245,7 +245,7 @@ def table(result: dict | None, missing: str | None, setting: str) -> str:
 # ----------------------------------------------------------------------------- commands
 def cmd_train_classifier(a) -> None:
     from ebm_repro import checkpoint as ck
-    from ebm_repro.train import pick_device
+    from ebm_repro.runtime import pick_device
 
     p = commands.load(a)
     state, info = train_classifier(Path(a.data) / "train.npz", Path(a.data) / "test.npz", settings(p).classifier,
@@ -262,7 +262,7 @@ def cmd_sample(a) -> None:
     from ebm_repro.augment import make_augment
     from ebm_repro.generate import load_models
     from ebm_repro.report import save_grid
-    from ebm_repro.train import pick_device
+    from ebm_repro.runtime import pick_device
 
     p = commands.load(a)
     cfg, device = settings(p), pick_device(a.device)

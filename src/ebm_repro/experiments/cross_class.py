@@ -94,7 +94,8 @@ def cmd_map_cross_class(a) -> None:
     import torch
 
     from ebm_repro.checkpoint import atomic_write_text, file_digest
-    from ebm_repro.classifier import load_classifier, load_ebm, pick_device, predict, to_unit
+    from ebm_repro.classifier import load_classifier, load_ebm, predict, to_unit
+    from ebm_repro.runtime import pick_device
     from ebm_repro.data import DATASETS, load_split
     from ebm_repro.report import write_provenance
 

@@ -83,7 +83,8 @@ def cmd_train_finetune(a) -> None:
     import torch
 
     from ebm_repro.checkpoint import atomic_write_text, file_digest
-    from ebm_repro.classifier import pick_device, train_classifier
+    from ebm_repro.classifier import train_classifier
+    from ebm_repro.runtime import pick_device
     from ebm_repro.data import DATASETS, load_split
 
     p = commands.load(a)

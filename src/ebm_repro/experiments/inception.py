@@ -288,7 +288,7 @@ def cmd_metrics_baselines(a) -> None:
     """IS/FID of real test images and of uniform noise under this setting's scoring: the scale of every row."""
     from ebm_repro.data import load_split, reference_images
     from ebm_repro.metrics import compute_inception_metrics
-    from ebm_repro.train import pick_device
+    from ebm_repro.runtime import pick_device
 
     p = commands.load(a)
     mc = C.from_dict(C.MetricsConfig, p["settings"][p["setting"]]["metrics"])

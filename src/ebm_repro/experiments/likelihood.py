@@ -94,7 +94,7 @@ def cmd_score_likelihood(a) -> None:
     from ebm_repro import checkpoint as ck
     from ebm_repro.data import load_split, write_arrays
     from ebm_repro.energies import as_float, image_energies, load_energy_net
-    from ebm_repro.train import pick_device
+    from ebm_repro.runtime import pick_device
 
     p = commands.load(a)
     torch.set_num_threads(a.threads)

@@ -165,7 +165,7 @@ def cmd_low_temperature(a) -> None:
     from ebm_repro.generate import load_models, quantize_output
     from ebm_repro.metrics import compute_inception_metrics
     from ebm_repro.report import write_provenance
-    from ebm_repro.train import pick_device
+    from ebm_repro.runtime import pick_device
 
     p = commands.load(a)
     setting = p["setting"]

@@ -173,7 +173,7 @@ def cmd_plot_neighbours(a) -> None:
     from ebm_repro.data import load_split
     from ebm_repro.metrics import pool_features
     from ebm_repro.report import write_provenance
-    from ebm_repro.train import pick_device
+    from ebm_repro.runtime import pick_device
 
     p = commands.load(a)
     setting = p["setting"]

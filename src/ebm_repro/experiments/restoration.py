@@ -175,7 +175,8 @@ def cmd_train_classifier(a) -> None:
     """The judge of E7/E8: a classifier trained on the variant's dataset; weights + test accuracy."""
     import torch
 
-    from ebm_repro.classifier import make_classifier, pick_device, save_classifier, train_classifier
+    from ebm_repro.classifier import make_classifier, save_classifier, train_classifier
+    from ebm_repro.runtime import pick_device
     from ebm_repro.data import load_split
 
     p = commands.load(a)
@@ -200,7 +201,8 @@ def cmd_restore_images(a) -> None:
     import torch
 
     from ebm_repro.checkpoint import atomic_write, atomic_write_text, file_digest
-    from ebm_repro.classifier import load_classifier, load_ebm, pick_device, predict, to_unit
+    from ebm_repro.classifier import load_classifier, load_ebm, predict, to_unit
+    from ebm_repro.runtime import pick_device
     from ebm_repro.data import load_split
 
     p = commands.load(a)

@@ -21,7 +21,7 @@ def _config(args) -> ComposeConfig:
 
 def cmd_train(args) -> None:
     from ebm_repro.experiments.compose.train import train_attribute
-    from ebm_repro.train import pick_device
+    from ebm_repro.runtime import pick_device
 
     cfg = _config(args)
     s = train_attribute(cfg, args.attribute, Path(args.data), Path(args.out),
@@ -32,7 +32,7 @@ def cmd_train(args) -> None:
 
 def cmd_regressor(args) -> None:
     from ebm_repro.experiments.compose.regressor import save_regressor, train_regressor
-    from ebm_repro.train import pick_device
+    from ebm_repro.runtime import pick_device
 
     cfg = _config(args)
     model, info = train_regressor(cfg, Path(args.data), pick_device(args.device), log=lambda m: print(m, flush=True))
@@ -44,7 +44,7 @@ def cmd_sample(args) -> None:
     from ebm_repro.experiments.compose.sample import save_samples, sample_all
     from ebm_repro.experiments.compose.train import load_attribute_model
     from ebm_repro.report import write_provenance
-    from ebm_repro.train import pick_device
+    from ebm_repro.runtime import pick_device
 
     cfg = _config(args)
     if len(args.models) != len(ATTRIBUTES):

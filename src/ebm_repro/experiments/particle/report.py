@@ -167,7 +167,7 @@ def write_table(runs: dict[str, Curve], refs: dict[str, np.ndarray], cfg: Partic
         ok = claims(runs, suffix) if "feedforward" + suffix in runs else {}
         if not ok:
             continue
-        parts = [f"EBM 1-step error higher than feed-forward: "
+        parts = ["EBM 1-step error higher than feed-forward: "
                  + ", ".join(f"{n} {yn[ok[f'ebm_{m}_higher_1step_than_ff']]}" for m, n in (("ld", "LD"), ("mppi", "MPPI"))
                              if f"ebm_{m}_higher_1step_than_ff" in ok),
                  f"EBM {h}-step error lower than feed-forward: "
