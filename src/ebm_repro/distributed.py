@@ -67,6 +67,11 @@ def rank_seed(seed: int, rank: int) -> int:
     return seed + rank * RANK_SEED_STRIDE
 
 
+def stream_seed(d: Dist, seed: int, ddp_buffer: str) -> int:
+    """Seed of this rank's buffer, positives and torch streams: the run's under ddp_buffer shared, else its own."""
+    return seed if ddp_buffer == "shared" else rank_seed(seed, d.rank)
+
+
 def close(d: Dist) -> None:
     if d.active and dist.is_initialized():
         dist.destroy_process_group()

@@ -123,7 +123,7 @@ class Learner:
         if dist.active and batch_size % dist.world:
             raise ValueError(f"train.batch_size {batch_size} is the global batch of {dist.world} processes: "
                              f"make it a multiple of runtime.n_gpus ({dist.world})")
-        own_seed = seed if self.shared else D.rank_seed(seed, dist.rank)
+        own_seed = D.stream_seed(dist, seed, runtime.ddp_buffer)                 # one process: seed
         self.per_scale = per_scale  # the loss sees the (B, n_scales) energies of model.scale_energies
         self.opt = make_optimizer(recipe.optim, self.model.parameters())
         self.ema = EMA(self.model, recipe.optim.ema_decay) if recipe.optim.ema_decay > 0 else None
@@ -310,7 +310,7 @@ class Trainer(Learner):
         self.cfg, self.hp = cfg, cfg.hp
         self.out_dir, self.ckpt_dir = Path(out_dir), Path(out_dir) / "ckpt"
         dev, m, seed, rt = D.device_of(dist, pick_device(device)), cfg.hp.model, cfg.hp.train.seed, cfg.runtime
-        own_seed = seed if rt.ddp_buffer == "shared" else D.rank_seed(seed, dist.rank)  # rank 0: the run's seed
+        own_seed = D.stream_seed(dist, seed, rt.ddp_buffer)                    # rank 0: the run's seed
         set_matmul_precision(rt, dev)
         torch.manual_seed(seed)
         images, labels = load_split(Path(data_dir) / "train.npz")
